@@ -1,10 +1,9 @@
-"""napari-madgnet: MADGNet medical image segmentation for napari, scripts and the command line."""
+"""napari-madgnet: MADGNet medical image segmentation for napari, scripts and the command line.
 
-from importlib.metadata import PackageNotFoundError, version
+The core (``model``, ``inference``, ``training``, ``metrics``, ``io``, ``cli``) never imports Qt or
+napari; only ``napari_madgnet.widgets`` does.
+"""
 
-try:
-    __version__ = version("napari-madgnet")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.1.0.dev0"
+from napari_madgnet._version import __version__
 
 __all__ = ["__version__"]

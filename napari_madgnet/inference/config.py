@@ -105,7 +105,9 @@ class InferenceConfig:
         for name in ("input_size", "tile_size"):
             value = getattr(self, name)
             if value is not None and int(value) < 32:
-                raise ValueError(f"{name} must be at least 32 pixels (the network downsamples 32x), got {value}.")
+                raise ValueError(
+                    f"{name} must be at least 32 pixels (the network downsamples 32x), got {value}."
+                )
         if not 0.0 <= float(self.overlap) < 1.0:
             raise ValueError(f"overlap is a fraction of the tile in [0, 1), got {self.overlap}.")
         if not float(self.scale) > 0.0:

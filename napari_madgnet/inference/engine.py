@@ -138,7 +138,9 @@ class _Outputs:
         self.tmp: Path | None = None
         if self.target is not None:
             if self.target.exists() and not overwrite:
-                raise FileExistsError(f"{self.target} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+                raise FileExistsError(
+                    f"{self.target} exists; pass overwrite=True (CLI: --overwrite) to replace it."
+                )
             self.tmp = self.target.with_name(f".{self.target.name}.{time.time_ns()}.tmp")
 
     def allocate(self, n_classes: int) -> None:
@@ -219,7 +221,10 @@ def iter_segment(
     yield Progress(0.0, "Fitting the intensity range")
     selection = layout.selection(image)
     lo, hi = fit_range(selection, norm)
-    if np.dtype(image.dtype).kind == "f" and resolve_method(norm, image.dtype) not in ("percentile", "minmax"):
+    if np.dtype(image.dtype).kind == "f" and resolve_method(norm, image.dtype) not in (
+        "percentile",
+        "minmax",
+    ):
         fit_range(selection, "minmax")  # raises a clear error for all-NaN data
     geometry = choose_geometry(config, layout.plane_shape, input_size)
     device = resolve_device(config.device)
@@ -238,7 +243,9 @@ def iter_segment(
             if geometry == "resize":
                 steps = _run_resize(image, layout, planes, runner, outputs, (lo, hi), input_size, cancel)
             else:
-                steps = _run_tiles(image, layout, planes, runner, outputs, (lo, hi), tile_size, config, cancel)
+                steps = _run_tiles(
+                    image, layout, planes, runner, outputs, (lo, hi), tile_size, config, cancel
+                )
             for progress in steps:
                 for note in runner.notes:
                     yield Progress(progress.fraction, note, {"warning": True})

@@ -147,7 +147,9 @@ def resolve_layout(shape: tuple[int, ...], axes: str | None = None, channel: int
         n = shape[axes.index("C")]
         if channel is not None:
             if not 0 <= channel < n:
-                raise ValueError(f"channel={channel} asked for, but the image has {n} channel(s) (0..{n - 1}).")
+                raise ValueError(
+                    f"channel={channel} asked for, but the image has {n} channel(s) (0..{n - 1})."
+                )
             channels = int(channel)
         elif n == 1:
             channels = 0

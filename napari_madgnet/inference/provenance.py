@@ -72,7 +72,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def model_provenance(model: Any) -> dict[str, Any]:
     """Name, path, sha256 and checkpoint metadata of a model, as far as they are known."""
     info = dict(getattr(model, "checkpoint_info", None) or {})
-    path = getattr(model, "checkpoint_path", None)
+    path = getattr(model, "checkpoint_path", None) or info.get("source")
+    if path and not Path(str(path)).is_file():
+        path = None
     entry: dict[str, Any] = {
         "name": getattr(model, "model_name", None) or (Path(path).name if path else type(model).__name__),
         "path": str(path) if path else None,

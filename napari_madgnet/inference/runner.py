@@ -98,7 +98,9 @@ class Runner:
                     torch.cuda.empty_cache()
                 if self.batch_size > 1:
                     self.batch_size = max(1, self.batch_size // 2)
-                    self.notes.append(f"Out of memory on {self.device}; retrying with batch size {self.batch_size}.")
+                    self.notes.append(
+                        f"Out of memory on {self.device}; retrying with batch size {self.batch_size}."
+                    )
                 elif self.device.type != "cpu":
                     self._to_cpu(exc)
                 else:

@@ -41,7 +41,7 @@ def test_config_rejects_bad_values(kwargs, words):
 
 
 def test_config_from_dict_rejects_typos():
-    with pytest.raises(ValueError, match="Unknown InferenceConfig setting.*tile_sise"):
+    with pytest.raises(ValueError, match=r"Unknown InferenceConfig setting.*tile_sise"):
         InferenceConfig.from_dict({"tile_sise": 128})
     with pytest.raises(ValueError, match="Unknown PostprocessConfig"):
         InferenceConfig.from_dict({"postprocess": {"treshold": 0.4}})

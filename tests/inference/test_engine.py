@@ -19,9 +19,20 @@ from napari_madgnet.inference import (
     iter_segment,
     segment,
 )
-from napari_madgnet.jobs import CancelToken, Cancelled, Progress
+from napari_madgnet.jobs import Cancelled, CancelToken, Progress
 
-DTYPES = [bool, np.uint8, np.uint16, np.uint32, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64]
+DTYPES = [
+    bool,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.float16,
+    np.float32,
+    np.float64,
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +103,9 @@ def test_dask_and_zarr_inputs(madgnet, tmp_path):
     stack = rng_image((3, 40, 48), np.uint16)
     ref = segment(stack, madgnet)
     darr = da.from_array(stack, chunks=(1, 40, 48))
-    z = zarr.open_array(str(tmp_path / "s.zarr"), mode="w", shape=stack.shape, chunks=(1, 40, 48), dtype="uint16")
+    z = zarr.open_array(
+        str(tmp_path / "s.zarr"), mode="w", shape=stack.shape, chunks=(1, 40, 48), dtype="uint16"
+    )
     z[...] = stack
     for arr in (darr, zarr.open_array(str(tmp_path / "s.zarr"), mode="r")):
         res = segment(arr, madgnet)
@@ -238,7 +251,9 @@ def test_several_classes_paint_higher_ids_over_lower(monkeypatch):
     torch.manual_seed(0)
     model = MADGNet(backbone="resnet50", num_classes=3).eval()
     model.checkpoint_info = {"preprocessing": {"input_size": 64}}
-    res = segment(rng_image((40, 48, 3)), model, InferenceConfig(postprocess=PostprocessConfig(threshold=0.5)))
+    res = segment(
+        rng_image((40, 48, 3)), model, InferenceConfig(postprocess=PostprocessConfig(threshold=0.5))
+    )
     assert res.probabilities.shape == (3, 40, 48) and res.n_classes == 3
     p = res.probabilities
     expected = np.zeros((40, 48), np.uint8)
@@ -262,6 +277,7 @@ def test_provenance_names_model_file_hash_and_settings(checkpoint, models_home):
     from napari_madgnet.inference import file_sha256
     from napari_madgnet.inference import provenance as prov_mod
 
+    prov_mod._memory.clear()  # other tests hashed this file already; models_home gave a fresh disk cache
     calls = []
     real = prov_mod.hashlib.sha256
     monkey = pytest.MonkeyPatch()
@@ -294,6 +310,8 @@ def test_tiles_at_a_chosen_scale_keep_the_input_shape(counting):
     counting.calls.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        res = segment(rng_image((150, 130)), counting, InferenceConfig(geometry="tiles", tile_size=64, scale=0.5))
+        res = segment(
+            rng_image((150, 130)), counting, InferenceConfig(geometry="tiles", tile_size=64, scale=0.5)
+        )
     assert res.mask.shape == (150, 130)
     assert sum(counting.calls) == 4  # 75 x 65 at half scale -> 2 x 2 tiles of 64

@@ -61,7 +61,7 @@ def test_resolve_and_load_by_name(tmp_path, released_checkpoint, models_home):
     assert model.checkpoint_info["preprocessing"]["input_size"] == 352
     assert model.checkpoint_info["provenance"]["modality"] == "nuclei microscopy"
     assert Path(model.checkpoint_path).name == "model_weight(EPOCH 200).pth.tar"
-    with pytest.raises(RegistryError, match="Unknown model 'nope'.*madgnet-nuclei-dsb2018.*import-official"):
+    with pytest.raises(RegistryError, match=r"Unknown model 'nope'.*madgnet-nuclei-dsb2018.*import-official"):
         resolve_model("nope")
 
 
@@ -102,7 +102,9 @@ def test_register_refuses_a_file_that_is_not_a_checkpoint(tmp_path, models_home)
 
 def test_broken_entries_are_listed_with_their_problem(tmp_path, models_home):
     models_home.mkdir(parents=True)
-    (models_home / "gone.json").write_text(json.dumps({"name": "gone", "path": str(tmp_path / "missing.pth")}))
+    (models_home / "gone.json").write_text(
+        json.dumps({"name": "gone", "path": str(tmp_path / "missing.pth")})
+    )
     (models_home / "junk.pth").write_bytes(b"\x00" * 10)
     entries = {e.name: e for e in list_models()}
     assert not entries["gone"].available and "missing" in entries["gone"].problem
@@ -112,5 +114,5 @@ def test_broken_entries_are_listed_with_their_problem(tmp_path, models_home):
 
 
 def test_no_release_found_is_a_clear_error(tmp_path, models_home):
-    with pytest.raises(RegistryError, match="No released checkpoints.*model_weight"):
+    with pytest.raises(RegistryError, match=r"No released checkpoints.*model_weight"):
         import_official(tmp_path)

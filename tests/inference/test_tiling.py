@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import itertools
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch
 from inference_helpers import CountingModel, rng_image
 
 from napari_madgnet.inference import InferenceConfig, segment
-from napari_madgnet.inference.tiling import tile_grid, tile_starts, weight_window
+from napari_madgnet.inference.tiling import tile_starts, weight_window
 
 
-@pytest.mark.parametrize(("length", "tile", "overlap"), [(64, 64, 0.25), (100, 64, 0.25), (1000, 352, 0.5), (65, 64, 0)])
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"), [(64, 64, 0.25), (100, 64, 0.25), (1000, 352, 0.5), (65, 64, 0)]
+)
 def test_tile_starts_cover_everything(length, tile, overlap):
     starts = tile_starts(length, tile, overlap)
     covered = np.zeros(length, bool)
     for s in starts:
-        assert 0 <= s and s + tile <= max(length, tile)
+        assert s >= 0 and s + tile <= max(length, tile)
         covered[s : s + tile] = True
     assert covered.all()
     if len(starts) > 1:
-        assert min(b - a for a, b in zip(starts, starts[1:])) <= tile * (1 - overlap) + 1
+        assert min(b - a for a, b in itertools.pairwise(starts)) <= tile * (1 - overlap) + 1
 
 
 def test_weight_window_is_smooth_and_positive():
@@ -32,7 +37,9 @@ def test_weight_window_is_smooth_and_positive():
 class Identity(torch.nn.Module):
     """logits = logit(grey): sigmoid gives the input back, so blending errors show directly."""
 
-    checkpoint_info = {"preprocessing": {"normalization": "none", "input_size": 64, "channels": 1}}
+    checkpoint_info: ClassVar[dict] = {
+        "preprocessing": {"normalization": "none", "input_size": 64, "channels": 1}
+    }
 
     def forward(self, x):
         return torch.logit(x.clamp(1e-4, 1 - 1e-4))
@@ -41,7 +48,9 @@ class Identity(torch.nn.Module):
 class LocalConv(torch.nn.Module):
     """Two 3x3 convolutions: receptive field 5 x 5, so tiles agree with the whole image 2 px inside."""
 
-    checkpoint_info = {"preprocessing": {"normalization": "none", "input_size": 64, "channels": 1}}
+    checkpoint_info: ClassVar[dict] = {
+        "preprocessing": {"normalization": "none", "input_size": 64, "channels": 1}
+    }
 
     def __init__(self):
         super().__init__()
@@ -69,7 +78,9 @@ def test_tiles_agree_with_whole_image_for_a_local_model():
     # resize to 150 x 150 of a 150 x 130 image is not identity; compare against a direct run instead
     with torch.no_grad():
         direct = torch.sigmoid(model(torch.from_numpy(img)[None, None]))[0, 0].numpy()
-    tiled = segment(img, model, InferenceConfig(geometry="tiles", tile_size=40, overlap=0.25, normalization="none"))
+    tiled = segment(
+        img, model, InferenceConfig(geometry="tiles", tile_size=40, overlap=0.25, normalization="none")
+    )
     t = tiled.probabilities[0]
     # tile interiors are exact; where tiles overlap, a neighbour's border (wrong by the missing
     # context) enters with a small cosine weight only, so the blend stays within ~1e-3
@@ -88,7 +99,9 @@ def test_madgnet_tiles_agree_with_whole_image(madgnet):
     crop = image[100:228, 100:228]  # 128 x 128 real nuclei
     counting = CountingModel(madgnet)
     whole = segment(crop, counting, InferenceConfig(geometry="resize", input_size=128, batch_size=4))
-    tiled = segment(crop, counting, InferenceConfig(geometry="tiles", tile_size=96, overlap=0.5, batch_size=4))
+    tiled = segment(
+        crop, counting, InferenceConfig(geometry="tiles", tile_size=96, overlap=0.5, batch_size=4)
+    )
     assert counting.calls == [1, 4]  # 2 x 2 tiles of 96 with 50% overlap, batched in one pass
     a, b = whole.probabilities[0], tiled.probabilities[0]
     interior = (slice(16, -16), slice(16, -16))

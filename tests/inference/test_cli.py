@@ -188,6 +188,28 @@ def test_predict_refuses_to_write_over_an_input(tmp_path, checkpoint, capsys):
     assert "would overwrite an input" in capsys.readouterr().err
 
 
+def test_yaml_config_zarr_output_and_unknown_axes(tmp_path, checkpoint, capsys):
+    src = tmp_path / "stack.npy"
+    np.save(src, rng_image((2, 40, 40), np.uint16))
+    cfg = tmp_path / "predict.yaml"
+    cfg.write_text("normalization: minmax\npostprocess:\n  threshold: 0.3\n  instances: true\n")
+    out = tmp_path / "out"
+    args = ["predict", str(src), "-m", str(checkpoint), "-o", str(out), "-q", "--config", str(cfg)]
+    assert main([*args, "--format", "zarr", "--min-size", "3"]) == 0, capsys.readouterr().err
+    group = zarr.open_group(str(out / "stack_mask.zarr"), mode="r")
+    assert group["mask"].shape == (2, 40, 40) and group["probabilities"].shape == (1, 2, 40, 40)
+    used = group.attrs["provenance"]["config"]
+    assert used["normalization"] == "minmax" and used["postprocess"] == {
+        "threshold": 0.3,
+        "fill_holes": False,
+        "min_size": 3,
+        "largest": False,
+        "instances": True,
+    }
+    assert main([*args, "--axes", "QYX"]) == 2
+    assert "Unknown axes 'QYX'" in capsys.readouterr().err
+
+
 def test_models_list_and_add(checkpoint, models_home, capsys):
     assert main(["models", "list"]) == 0
     assert "No models" in capsys.readouterr().out

@@ -32,6 +32,8 @@ def test_config_round_trip_through_yaml():
         ({"overlap": 1.0}, "overlap"),
         ({"normalization": "magic"}, "normalisation"),
         ({"batch_size": 0}, "batch_size"),
+        ({"axes": "QYX"}, "Unknown axes"),
+        ({"axes": "ZYZX"}, "Unknown axes"),
         ({"postprocess": {"threshold": 2}}, "threshold"),
     ],
 )

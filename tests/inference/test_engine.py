@@ -143,7 +143,6 @@ def test_nan_and_inf_are_not_propagated(madgnet):
         (np.full((40, 48), np.nan, np.float32), {}, "no finite values"),
         (np.full((40, 48), np.nan, np.float32), {"normalization": "none"}, "no finite values"),
         (np.zeros((40, 48, 7), np.uint8), {"axes": "YXC"}, "7 channels"),
-        (np.zeros((40, 48), np.uint8), {"axes": "YXQ"}, "Unknown axes"),
         (np.zeros((40, 48), np.complex64), {}, "dtype complex64"),
         (np.zeros((40, 48), np.uint8), {"axes": "XY"}, "Y and X must be the last"),
     ],
@@ -152,6 +151,13 @@ def test_bad_input_is_a_clear_error(counting, image, kwargs, words):
     counting.calls.clear()
     with pytest.raises(ValueError, match=words):
         segment(image, counting, InferenceConfig(**kwargs))
+    assert counting.calls == []
+
+
+def test_unknown_axes_string_is_refused_before_any_work(counting):
+    counting.calls.clear()
+    with pytest.raises(ValueError, match="Unknown axes 'YXQ'"):
+        segment(np.zeros((40, 48, 2), np.uint8), counting, InferenceConfig(axes="YXQ"))
     assert counting.calls == []
 
 

@@ -13,6 +13,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tifffile
+import torch
 import zarr
 from inference_helpers import rng_image
 
@@ -158,6 +159,7 @@ def test_wrong_channel_count_for_the_axes(tmp_path, checkpoint, capsys):
         ("not_a_checkpoint", "not a PyTorch checkpoint"),
         ("unknown_model", "Unknown model"),
         ("missing_input", "no such file"),
+        ("no_gpu", "no CUDA GPU"),
     ],
 )
 def test_bad_invocations_exit_2_and_write_nothing(
@@ -171,6 +173,10 @@ def test_bad_invocations_exit_2_and_write_nothing(
         model = str(image_folder / "u16.tif")
     elif setup == "unknown_model":
         model = "no-such-model"
+    elif setup == "no_gpu":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        inputs += ["--device", "cuda"]
     else:
         inputs = [str(tmp_path / "nope.tif")]
     out = tmp_path / "out"

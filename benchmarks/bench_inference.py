@@ -4,7 +4,7 @@ Each case runs in a fresh process, so its peak resident memory (``ru_maxrss``) b
 alone; "peak above in+out" subtracts the memory held before the run (Python, torch, the model,
 the input) and the output arrays, leaving what the engine itself needed (tiles, accumulators).
 
-Goals (docs in the README of this folder): cost linear in pixels (4096^2 no more than 1.1 x 16 x
+Goals (see docs/inference.md): cost linear in pixels (4096^2 no more than 1.1 x 16 x
 the 1024^2 time), under 1.5 GB above input and output for 4096^2, and on a GPU batched tiles at
 least 5x the images per second of batch-1 fp32.
 

@@ -1,7 +1,7 @@
 """Shared fixtures: one real MADGNet per session, saved once as a small-input checkpoint.
 
-The checkpoint's preprocessing says input_size 64, so the release's resize protocol runs at
-64 x 64 and the whole suite stays within a few minutes on two busy CPU cores.
+The checkpoint's preprocessing says input_size 32 (the smallest), so the resize protocol runs at
+32 x 32 and the whole suite stays within a few minutes on two busy CPU cores.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 torch.set_num_threads(2)
 
-INPUT_SIZE = 64
+INPUT_SIZE = 32
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,7 @@ def madgnet():
 
 @pytest.fixture(scope="session")
 def checkpoint(madgnet, tmp_path_factory) -> Path:
-    """A project-format checkpoint of the session's MADGNet (input size 64)."""
+    """A project-format checkpoint of the session's MADGNet (input size 32)."""
     from napari_madgnet.model import save_model
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny-madgnet.pth"

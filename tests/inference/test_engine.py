@@ -43,7 +43,7 @@ def counting(madgnet):
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 def test_every_dtype(madgnet, dtype):
     img = rng_image((40, 48), dtype)
-    res = segment(img, madgnet, InferenceConfig(input_size=32))  # the smallest input: fast
+    res = segment(img, madgnet)
     assert res.probabilities.shape == (1, 40, 48) and res.probabilities.dtype == np.float32
     assert res.mask.shape == (40, 48) and res.mask.dtype == np.uint8
     assert np.isfinite(res.probabilities).all() and set(np.unique(res.mask)) <= {0, 1}
@@ -256,7 +256,7 @@ def test_several_classes_paint_higher_ids_over_lower(monkeypatch):
 
     torch.manual_seed(0)
     model = MADGNet(backbone="resnet50", num_classes=3).eval()
-    model.checkpoint_info = {"preprocessing": {"input_size": 64}}
+    model.checkpoint_info = {"preprocessing": {"input_size": 32}}
     res = segment(
         rng_image((40, 48, 3)), model, InferenceConfig(postprocess=PostprocessConfig(threshold=0.5))
     )
@@ -297,9 +297,9 @@ def test_provenance_names_model_file_hash_and_settings(checkpoint, models_home):
     assert model["sha256"] == again and len(again) == 64
     assert len(calls) == 1  # hashed once, then cached by path + mtime
     assert model["path"] == str(checkpoint) and model["name"] == "tiny-madgnet"
-    assert model["preprocessing"]["input_size"] == 64
+    assert model["preprocessing"]["input_size"] == 32
     resolved = res.provenance["resolved"]
-    assert resolved["device"] == "cpu" and resolved["geometry"] == "resize" and resolved["input_size"] == 64
+    assert resolved["device"] == "cpu" and resolved["geometry"] == "resize" and resolved["input_size"] == 32
     assert res.provenance["software"]["version"]
     assert res.provenance["config"] == InferenceConfig(device="cpu").to_dict()
 

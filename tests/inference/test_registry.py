@@ -61,6 +61,8 @@ def test_resolve_and_load_by_name(tmp_path, released_checkpoint, models_home):
     assert model.checkpoint_info["preprocessing"]["input_size"] == 352
     assert model.checkpoint_info["provenance"]["modality"] == "nuclei microscopy"
     assert Path(model.checkpoint_path).name == "model_weight(EPOCH 200).pth.tar"
+    assert load_registered_model(entry.name) is model  # cached while the file is unchanged
+    assert load_registered_model(entry.name, cache=False) is not model
     with pytest.raises(RegistryError, match=r"Unknown model 'nope'.*madgnet-nuclei-dsb2018.*import-official"):
         resolve_model("nope")
 

@@ -13,7 +13,7 @@ def _menu_command_ids(menu_id: str) -> set[str]:
 
 
 def test_napari_lists_the_plugin_contributions(make_napari_viewer) -> None:
-    viewer = make_napari_viewer()
+    make_napari_viewer()
     assert "napari-madgnet.nuclei_dsb2018" in _menu_command_ids("napari/file/samples")
 
 

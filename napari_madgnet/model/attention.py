@@ -55,10 +55,28 @@ class MultiFrequencyChannelAttention(nn.Module):
             return self._descriptors_loop(x)
         b, c = x.shape[:2]
         avg = torch.einsum("bchw,hw->bc", x, self.mean_filter.to(x.dtype)) / (self.size * self.size)
-        # Max and min need every product: one (B, C, K, H*W) tensor, reduced in one pass.
-        products = x.reshape(b, c, 1, -1) * self.filters.to(x.dtype).reshape(1, 1, self.count, -1)
-        # amax and amin separately: torch.aminmax is several times slower on CPU here.
-        return avg, products.amax(dim=-1).mean(dim=-1), products.amin(dim=-1).mean(dim=-1)
+        flat = x.reshape(b, c, 1, -1)
+        filters = self.filters.to(x.dtype).reshape(self.count, -1)
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            # Max and min need every product: one (B, C, K, H*W) tensor, reduced in one pass
+            # each (amax and amin: torch.aminmax is several times slower on CPU).
+            products = flat * filters
+            return avg, products.amax(dim=-1).mean(dim=-1), products.amin(dim=-1).mean(dim=-1)
+        # Training: find the extreme positions without autograd, then rebuild just those
+        # products, so backward does not keep the (B, C, K, H*W) tensor (like the release's
+        # max pooling, the gradient goes to one position per filter).
+        with torch.no_grad():
+            products = flat * filters
+            where_max = products.argmax(dim=-1)
+            where_min = products.argmin(dim=-1)
+            del products
+        k = torch.arange(self.count, device=x.device)
+
+        def pick(where: torch.Tensor) -> torch.Tensor:
+            values = x.reshape(b, c, -1).gather(-1, where.reshape(b, c, -1))
+            return (values.reshape(b, c, self.count) * filters[k, where]).mean(dim=-1)
+
+        return avg, pick(where_max), pick(where_min)
 
     def _descriptors_loop(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The released computation, one filter at a time (benchmark reference only)."""

@@ -38,3 +38,20 @@ def test_dct_filters_are_orthonormal_and_scaled() -> None:
     assert torch.allclose(filters[0], torch.full((14, 14), 1 / 14))
     with pytest.raises(ValueError):
         dct_filters(14, "middle", 16)
+
+
+def test_batch_slicing_gives_identical_results(monkeypatch) -> None:
+    from napari_madgnet.model import attention
+
+    torch.manual_seed(0)
+    module = MultiFrequencyChannelAttention(64, 56)
+    x = torch.randn(5, 64, 40, 30).relu()
+    with torch.no_grad():
+        whole = module(x)
+    monkeypatch.setattr(attention, "PRODUCT_BUDGET", 64 * 16 * 56 * 56 * 2)  # 2 images a slice
+    with torch.no_grad():
+        sliced = module(x)
+    grad_input = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(module(grad_input).sum(), grad_input)
+    assert torch.equal(whole, sliced)
+    assert torch.isfinite(grad).all()

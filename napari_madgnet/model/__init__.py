@@ -14,7 +14,29 @@ This package uses only torch, numpy and the standard library (no Qt, no napari).
 
 from __future__ import annotations
 
+from .checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    NotACheckpointError,
+    UnsafeCheckpointError,
+    infer_config,
+    load_model,
+    read_checkpoint_info,
+    save_model,
+)
 from .config import ModelConfig
 from .network import MADGNet, padded_size
 
-__all__ = ["MADGNet", "ModelConfig", "padded_size"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "MADGNet",
+    "ModelConfig",
+    "NotACheckpointError",
+    "UnsafeCheckpointError",
+    "infer_config",
+    "load_model",
+    "padded_size",
+    "read_checkpoint_info",
+    "save_model",
+]

@@ -1,0 +1,133 @@
+"""The settings of one segmentation run, shared by the widget, the CLI and scripts.
+
+One dataclass (with a nested post-processing one) so that a run can be repeated exactly from its
+provenance or a YAML file: ``to_dict()`` gives plain JSON/YAML types, ``from_dict()`` reads them
+back and rejects unknown keys (a typo should fail loudly, not be ignored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from napari_madgnet.preprocess import Normalization
+
+GEOMETRIES: tuple[str, ...] = ("auto", "resize", "tiles")
+
+#: The released models were trained on images resized to 352 x 352.
+DEFAULT_INPUT_SIZE = 352
+
+
+def _check_keys(cls: type, data: dict[str, Any]) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(
+            f"Unknown {cls.__name__} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+        )
+
+
+@dataclass
+class PostprocessConfig:
+    """From probabilities to a label image; cheap, so it can be re-run without the network.
+
+    ``threshold``: probability above which a pixel belongs to a class. ``fill_holes``: fill
+    enclosed background. ``min_size``: remove objects (and, with ``fill_holes``, holes) smaller
+    than this many pixels. ``largest``: keep only the largest object of each class per plane.
+    ``instances``: number connected objects 1..N (unique over the whole stack) instead of class ids.
+    """
+
+    threshold: float = 0.5
+    fill_holes: bool = False
+    min_size: int = 0
+    largest: bool = False
+    instances: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}.")
+        if int(self.min_size) < 0:
+            raise ValueError(f"min_size must be >= 0 pixels, got {self.min_size}.")
+        self.threshold = float(self.threshold)
+        self.min_size = int(self.min_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PostprocessConfig:
+        data = dict(data or {})
+        _check_keys(cls, data)
+        return cls(**data)
+
+
+@dataclass
+class InferenceConfig:
+    """How to run the network over an image.
+
+    Layout: ``axes`` names the array's dimensions with T, Z, C, Y, X (e.g. "YX", "YXC", "TZYX";
+    ``None`` guesses, see ``layout.guess_axes``); ``channel`` picks one channel of a multichannel
+    image (``None``: grey or RGB(A) as is). ``normalization``: a ``preprocess`` method name or dict;
+    ``None`` uses what the checkpoint was trained with, else "auto".
+
+    Geometry: ``resize`` (the release's protocol: the whole plane resized to ``input_size``),
+    ``tiles`` (sliding ``tile_size`` windows with ``overlap`` at ``scale`` x native resolution), or
+    ``auto`` (resize when the plane's longer side is at most ``auto_tile_factor`` x the model's
+    input size, tiles otherwise). ``input_size``/``tile_size`` ``None``: from the checkpoint, else 352.
+
+    Execution: ``device`` ("auto", "cpu", "cuda:1", "mps"), ``batch_size`` tiles per forward pass,
+    ``mixed_precision`` (CUDA only). ``output_zarr``: write probabilities and labels to this zarr
+    store instead of memory, for stacks larger than RAM.
+    """
+
+    axes: str | None = None
+    channel: int | None = None
+    normalization: str | dict[str, Any] | None = None
+    geometry: str = "auto"
+    input_size: int | None = None
+    tile_size: int | None = None
+    overlap: float = 0.25
+    scale: float = 1.0
+    auto_tile_factor: float = 1.5
+    batch_size: int = 8
+    device: str = "auto"
+    mixed_precision: bool = True
+    output_zarr: str | None = None
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.postprocess, dict):
+            self.postprocess = PostprocessConfig.from_dict(self.postprocess)
+        if self.geometry not in GEOMETRIES:
+            raise ValueError(f"Unknown geometry {self.geometry!r}; choose one of {', '.join(GEOMETRIES)}.")
+        if self.axes is not None:
+            self.axes = str(self.axes).upper()
+        for name in ("input_size", "tile_size"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 32:
+                raise ValueError(
+                    f"{name} must be at least 32 pixels (the network downsamples 32x), got {value}."
+                )
+        if not 0.0 <= float(self.overlap) < 1.0:
+            raise ValueError(f"overlap is a fraction of the tile in [0, 1), got {self.overlap}.")
+        if not float(self.scale) > 0.0:
+            raise ValueError(f"scale must be > 0, got {self.scale}.")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
+        if self.channel is not None and int(self.channel) < 0:
+            raise ValueError(f"channel is a 0-based index, got {self.channel}.")
+        if self.normalization is not None:
+            Normalization.from_value(self.normalization)  # validates the name early
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["postprocess"] = self.postprocess.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> InferenceConfig:
+        data = dict(data or {})
+        _check_keys(cls, data)
+        if "postprocess" in data:
+            data["postprocess"] = PostprocessConfig.from_dict(data["postprocess"])
+        return cls(**data)

@@ -1,0 +1,371 @@
+"""Segment an image of any layout and dtype with a MADGNet model.
+
+``iter_segment`` is a generator that yields ``jobs.Progress`` and returns a
+``SegmentationResult``; napari's ``thread_worker`` drives it in the widget, ``segment`` drives it
+in scripts and the CLI. The image is read one plane at a time, normalised with one range fitted
+on the whole image or stack, and run either resized to the model's input size (the release's
+protocol) or as blended tiles. A cancelled run raises ``jobs.Cancelled``, returns nothing and
+leaves no output store behind.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_madgnet.device import free_device_memory, resolve_device
+from napari_madgnet.inference.config import DEFAULT_INPUT_SIZE, InferenceConfig, PostprocessConfig
+from napari_madgnet.inference.layout import Layout, resolve_layout
+from napari_madgnet.inference.postprocess import label_dtype, postprocess
+from napari_madgnet.inference.provenance import build_provenance
+from napari_madgnet.inference.runner import Runner
+from napari_madgnet.inference.tiling import batches, tile_grid, weight_window
+from napari_madgnet.jobs import CancelToken, Progress, ProgressCallback, check_cancelled
+from napari_madgnet.preprocess import Normalization, apply_range, fit_range, resolve_method
+
+
+@dataclass
+class SegmentationResult:
+    """Probabilities, labels and how they were made.
+
+    ``probabilities``: float32 (K, *spatial) per-class sigmoid probabilities (multi-label).
+    ``mask``: labels with the input's spatial shape (class ids, or instance ids when asked).
+    ``axes``: the spatial axes of ``mask`` (the input's axes without C).
+    Either may be a zarr array when the run wrote to ``output_zarr``.
+    """
+
+    probabilities: Any
+    mask: Any
+    axes: str
+    config: InferenceConfig
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    def repostprocess(self, config: PostprocessConfig) -> SegmentationResult:
+        """A new result with labels from other post-processing settings; the network does not run."""
+        mask = postprocess(self.probabilities, config)
+        new_config = replace(self.config, postprocess=config)
+        prov = dict(self.provenance, config=new_config.to_dict())
+        return SegmentationResult(self.probabilities, mask, self.axes, new_config, prov)
+
+
+def _model_preprocessing(model: torch.nn.Module) -> dict[str, Any]:
+    info = getattr(model, "checkpoint_info", None) or {}
+    return dict(info.get("preprocessing") or {})
+
+
+def resolve_normalization(
+    requested: Any, preprocessing: dict[str, Any], dtype: np.dtype
+) -> tuple[Normalization, str]:
+    """The normalisation to use and why.
+
+    The user's choice wins; then the checkpoint's. A checkpoint trained with "scale255" (8-bit
+    images / 255) given data that is not 8-bit gets "percentile" instead: dividing 16-bit or
+    float data by 255 would saturate it, and "full 8-bit range" means "the data's range" there.
+    """
+    if requested is not None:
+        return Normalization.from_value(requested), "config"
+    from_ckpt = preprocessing.get("normalization")
+    if from_ckpt is None:
+        return Normalization("auto"), "default (checkpoint names none)"
+    norm = Normalization.from_value(from_ckpt)
+    if norm.method == "scale255" and np.dtype(dtype) not in (np.dtype(np.uint8), np.dtype(bool)):
+        return Normalization("percentile"), f"checkpoint 'scale255' adapted to {np.dtype(dtype)} data"
+    return norm, "checkpoint"
+
+
+def choose_geometry(config: InferenceConfig, plane_shape: tuple[int, int], input_size: int) -> str:
+    """``auto``: resize when the plane's longer side is at most ``auto_tile_factor`` x input size."""
+    if config.geometry != "auto":
+        return config.geometry
+    return "resize" if max(plane_shape) <= config.auto_tile_factor * input_size else "tiles"
+
+
+def _as_array(image: Any) -> Any:
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    if math.prod(image.shape) == 0:
+        raise ValueError(f"The image is empty (shape {tuple(image.shape)}); there is nothing to segment.")
+    kind = np.dtype(image.dtype).kind
+    if kind not in "biuf":
+        raise ValueError(
+            f"Cannot segment an image of dtype {image.dtype}; convert it to an integer or float type."
+        )
+    return image
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
+
+
+def _to_tensor(planes: list[np.ndarray]) -> torch.Tensor:
+    """(H, W, C) float32 planes -> (B, C, H, W) tensor."""
+    return torch.from_numpy(np.ascontiguousarray(np.stack(planes).transpose(0, 3, 1, 2)))
+
+
+def _pad_to(plane: np.ndarray, tile: int) -> np.ndarray:
+    pad_y, pad_x = max(0, tile - plane.shape[0]), max(0, tile - plane.shape[1])
+    if not (pad_y or pad_x):
+        return plane
+    mode = "reflect" if min(plane.shape[:2]) > 1 else "edge"
+    return np.pad(plane, ((0, pad_y), (0, pad_x), (0, 0)), mode=mode)
+
+
+class _Outputs:
+    """Preallocated outputs in memory or in a zarr store written beside its final path."""
+
+    def __init__(self, layout: Layout, config: InferenceConfig, overwrite: bool) -> None:
+        self.layout = layout
+        self.config = config
+        self.probabilities: Any = None
+        self.mask: Any = None
+        self.target = Path(config.output_zarr) if config.output_zarr else None
+        self.tmp: Path | None = None
+        if self.target is not None:
+            if self.target.exists() and not overwrite:
+                raise FileExistsError(
+                    f"{self.target} exists; pass overwrite=True (CLI: --overwrite) to replace it."
+                )
+            self.tmp = self.target.with_name(f".{self.target.name}.{time.time_ns()}.tmp")
+
+    def allocate(self, n_classes: int) -> None:
+        out_shape = self.layout.output_shape
+        mdtype = label_dtype(n_classes, self.config.postprocess.instances)
+        if self.tmp is None:
+            self.probabilities = np.zeros((n_classes, *out_shape), dtype=np.float32)
+            self.mask = np.zeros(out_shape, dtype=mdtype)
+            return
+        import zarr
+
+        group = zarr.open_group(str(self.tmp), mode="w")
+        plane = (1,) * (len(out_shape) - 2) + tuple(min(s, 2048) for s in out_shape[-2:])
+        create = getattr(group, "create_array", None) or group.create_dataset
+        self.probabilities = create(
+            "probabilities", shape=(n_classes, *out_shape), chunks=(1, *plane), dtype="float32", fill_value=0
+        )
+        self.mask = create("mask", shape=out_shape, chunks=plane, dtype=mdtype.name, fill_value=0)
+        self.group = group
+
+    def commit(self, provenance: dict[str, Any]) -> tuple[Any, Any]:
+        if self.tmp is None:
+            return self.probabilities, self.mask
+        import json
+
+        import zarr
+
+        self.group.attrs["provenance"] = json.loads(json.dumps(provenance, default=str))
+        self.group.attrs["axes"] = self.layout.output_axes
+        if self.target.exists():
+            shutil.rmtree(self.target) if self.target.is_dir() else self.target.unlink()
+        self.tmp.rename(self.target)
+        self.tmp = None
+        group = zarr.open_group(str(self.target), mode="r+")
+        return group["probabilities"], group["mask"]
+
+    def discard(self) -> None:
+        if self.tmp is not None and self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _load(model: Any) -> torch.nn.Module:
+    if isinstance(model, torch.nn.Module):
+        return model
+    from napari_madgnet.registry import load_registered_model
+
+    return load_registered_model(model)
+
+
+def iter_segment(
+    image: Any,
+    model: torch.nn.Module | str | Path,
+    config: InferenceConfig | None = None,
+    *,
+    cancel: CancelToken | None = None,
+    overwrite: bool = False,
+) -> Generator[Progress, None, SegmentationResult]:
+    """Segment ``image`` (numpy, dask or zarr; any layout ``config.axes`` describes).
+
+    ``model``: a network mapping (B, C, H, W) in [0, 1] to logits (B, K, H, W), or a registry
+    name / checkpoint path. Yields progress; returns the result. Raises ``jobs.Cancelled`` when
+    ``cancel`` fires (checked between batches of tiles or planes), ValueError for bad input.
+    """
+    config = config or InferenceConfig()
+    image = _as_array(image)
+    layout = resolve_layout(tuple(image.shape), config.axes, config.channel)
+    if len(layout.output_axes) < 2 or layout.output_axes[-2:] != "YX":
+        raise ValueError(
+            f"Axes {layout.axes!r}: Y and X must be the last spatial axes, in that order; "
+            "reorder the array (numpy.moveaxis) and its axes string."
+        )
+    net = _load(model)
+    prep = _model_preprocessing(net)
+    input_size = int(config.input_size or prep.get("input_size") or DEFAULT_INPUT_SIZE)
+    tile_size = int(config.tile_size or input_size)
+    norm, norm_source = resolve_normalization(config.normalization, prep, image.dtype)
+
+    yield Progress(0.0, "Fitting the intensity range")
+    selection = layout.selection(image)
+    lo, hi = fit_range(selection, norm)
+    if np.dtype(image.dtype).kind == "f" and resolve_method(norm, image.dtype) not in (
+        "percentile",
+        "minmax",
+    ):
+        fit_range(selection, "minmax")  # raises a clear error for all-NaN data
+    geometry = choose_geometry(config, layout.plane_shape, input_size)
+    device = resolve_device(config.device)
+    runner = Runner(
+        net,
+        device,
+        batch_size=config.batch_size,
+        mixed_precision=config.mixed_precision,
+        in_channels=prep.get("channels"),
+    )
+    outputs = _Outputs(layout, config, overwrite)
+    planes = list(layout.plane_indices())
+    started = time.perf_counter()
+    try:
+        with free_device_memory(device):
+            if geometry == "resize":
+                steps = _run_resize(image, layout, planes, runner, outputs, (lo, hi), input_size, cancel)
+            else:
+                steps = _run_tiles(
+                    image, layout, planes, runner, outputs, (lo, hi), tile_size, config, cancel
+                )
+            for progress in steps:
+                for note in runner.notes:
+                    yield Progress(progress.fraction, note, {"warning": True})
+                runner.notes.clear()
+                yield progress
+        check_cancelled(cancel)
+        yield Progress(0.99, "Post-processing")
+        postprocess(outputs.probabilities, config.postprocess, out=outputs.mask)
+        check_cancelled(cancel)
+        provenance = build_provenance(
+            net,
+            config.to_dict(),
+            normalization={**norm.to_dict(), "source": norm_source, "range": [lo, hi]},
+            geometry=geometry,
+            input_size=input_size,
+            tile_size=tile_size if geometry == "tiles" else None,
+            device=str(runner.device),
+            requested_device=config.device,
+            fell_back_to_cpu=runner.fell_back_to_cpu,
+            input={"shape": list(layout.shape), "dtype": str(image.dtype), "axes": layout.axes},
+            channels=layout.channels,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        probabilities, mask = outputs.commit(provenance)
+    except BaseException:
+        outputs.discard()
+        raise
+    yield Progress(1.0, "Done")
+    return SegmentationResult(probabilities, mask, layout.output_axes, config, provenance)
+
+
+def _read(image: Any, layout: Layout, index: tuple[int, ...], rng: tuple[float, float]) -> np.ndarray:
+    return apply_range(layout.read_plane(image, index), *rng)
+
+
+def _plane_label(layout: Layout, index: tuple[int, ...]) -> str:
+    if not index:
+        return ""
+    return ", ".join(f"{a}={i}" for a, i in zip(layout.stack_axes, index, strict=True))
+
+
+def _run_resize(image, layout, planes, runner, outputs, rng, size, cancel):
+    """Whole planes resized to ``size`` x ``size``, several planes per batch."""
+    n = len(planes)
+    done = 0
+    for group in batches(planes, runner.batch_size):
+        check_cancelled(cancel)
+        shapes = []
+        xs = []
+        for index in group:
+            plane = _read(image, layout, index, rng)
+            shapes.append(plane.shape[:2])
+            xs.append(_resize(_to_tensor([plane]), (size, size)))
+        probs = runner(torch.cat(xs))
+        if outputs.probabilities is None:
+            outputs.allocate(probs.shape[1])
+        for index, shape, p in zip(group, shapes, probs, strict=True):
+            outputs.probabilities[(slice(None), *index)] = _resize(p[None], shape)[0].numpy()
+        done += len(group)
+        yield Progress(0.98 * done / n, f"Plane {done}/{n}" if n > 1 else "Segmented", {"planes": done})
+
+
+def _run_tiles(image, layout, planes, runner, outputs, rng, tile, config, cancel):
+    """Each plane as overlapping tiles (at ``config.scale``), blended with a cosine window."""
+    n = len(planes)
+    for p_i, index in enumerate(planes):
+        check_cancelled(cancel)
+        plane = _read(image, layout, index, rng)
+        shape = plane.shape[:2]
+        if config.scale != 1.0:
+            scaled = (max(1, round(shape[0] * config.scale)), max(1, round(shape[1] * config.scale)))
+            plane = _resize(_to_tensor([plane]), scaled)[0].permute(1, 2, 0).numpy()
+        h, w = plane.shape[:2]
+        t = min(tile, 32 * math.ceil(max(h, w) / 32))
+        plane = _pad_to(plane, t)
+        corners = tile_grid(plane.shape[:2], t, config.overlap)
+        window = torch.from_numpy(weight_window(t).copy())
+        acc: torch.Tensor | None = None
+        wsum = torch.zeros(plane.shape[:2], dtype=torch.float32)
+        done = 0
+        for group in batches(corners, config.batch_size):
+            check_cancelled(cancel)
+            x = _to_tensor([plane[y : y + t, x0 : x0 + t] for y, x0 in group])
+            probs = runner(x)
+            if acc is None:
+                acc = torch.zeros((probs.shape[1], *plane.shape[:2]), dtype=torch.float32)
+            for (y, x0), p in zip(group, probs, strict=True):
+                acc[:, y : y + t, x0 : x0 + t] += p * window
+                wsum[y : y + t, x0 : x0 + t] += window
+            done += len(group)
+            frac = (p_i + done / len(corners)) / n
+            where = _plane_label(layout, index)
+            yield Progress(
+                0.98 * frac, f"{where + ': ' if where else ''}tile {done}/{len(corners)}", {"tiles": done}
+            )
+        acc /= wsum
+        prob = acc[:, :h, :w]
+        del plane, wsum
+        if (h, w) != shape:
+            prob = _resize(prob[None], shape)[0]
+        if outputs.probabilities is None:
+            outputs.allocate(prob.shape[0])
+        outputs.probabilities[(slice(None), *index)] = prob.numpy()
+
+
+def segment(
+    image: Any,
+    model: torch.nn.Module | str | Path,
+    config: InferenceConfig | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    overwrite: bool = False,
+) -> SegmentationResult:
+    """Run ``iter_segment`` to the end, passing each progress report to ``progress``."""
+    gen = iter_segment(image, model, config, cancel=cancel, overwrite=overwrite)
+    while True:
+        try:
+            report = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(report)

@@ -1,0 +1,111 @@
+"""Running the network on batches, surviving out-of-memory.
+
+On an out-of-memory error the batch is split in halves and retried; when even one tile does not
+fit, the model moves to the CPU with a visible warning. The engine forwards the runner's
+``notes`` as progress messages so the user sees why a run slowed down.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from napari_madgnet.device import autocast
+
+_OOM_TYPES: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's OOM errors and the RuntimeErrors some backends (MPS, older CUDA) raise."""
+    return isinstance(exc, _OOM_TYPES) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+def _logits(output: Any) -> torch.Tensor:
+    """The map logits from whatever the network returns (a tensor, or the first of several)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        return output["map"] if "map" in output else next(iter(output.values()))
+    if isinstance(output, (list, tuple)) and output:
+        return _logits(output[0])
+    raise TypeError(f"The model returned {type(output).__name__}; expected a tensor of logits (B, K, H, W).")
+
+
+class Runner:
+    """Sigmoid probabilities of a model on (B, C, H, W) float32 CPU tensors, batch by batch."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: torch.device,
+        *,
+        batch_size: int = 8,
+        mixed_precision: bool = True,
+        in_channels: int | None = None,
+    ) -> None:
+        self.model = model
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.mixed_precision = mixed_precision
+        self.in_channels = in_channels
+        self.notes: list[str] = []
+        self.fell_back_to_cpu = False
+        self.model.eval()
+        self.model.to(device)
+
+    def _adapt(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_channels == 3 and x.shape[1] == 1:
+            return x.expand(-1, 3, -1, -1)
+        if self.in_channels == 1 and x.shape[1] == 3:
+            return x.mean(dim=1, keepdim=True)
+        return x
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast(self.device, enabled=self.mixed_precision):
+            logits = _logits(self.model(self._adapt(x).to(self.device, non_blocking=True)))
+        return torch.sigmoid(logits.float()).cpu()
+
+    def _to_cpu(self, exc: BaseException) -> None:
+        message = (
+            f"Out of memory on {self.device} even with one tile at a time; continuing on the CPU "
+            "(slower). Use smaller tiles or close other GPU programs to stay on the GPU."
+        )
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self.notes.append(message)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.device = torch.device("cpu")
+        self.model.to(self.device)
+        self.fell_back_to_cpu = True
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Probabilities (B, K, H, W) float32 on the CPU."""
+        outputs: list[torch.Tensor] = []
+        start = 0
+        while start < x.shape[0]:
+            chunk = x[start : start + self.batch_size]
+            try:
+                outputs.append(self._forward(chunk))
+                start += chunk.shape[0]
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if self.batch_size > 1:
+                    self.batch_size = max(1, self.batch_size // 2)
+                    self.notes.append(
+                        f"Out of memory on {self.device}; retrying with batch size {self.batch_size}."
+                    )
+                elif self.device.type != "cpu":
+                    self._to_cpu(exc)
+                else:
+                    raise MemoryError(
+                        "Out of memory on the CPU with one tile at a time; use geometry 'tiles' with a "
+                        "smaller tile_size, or a smaller scale."
+                    ) from exc
+        return torch.cat(outputs, dim=0)

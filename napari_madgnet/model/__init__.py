@@ -1,0 +1,42 @@
+"""MADGNet for napari-madgnet: the network, its checkpoints and its ImageNet encoder weights.
+
+Public API::
+
+    MADGNet(backbone="resnest50", num_classes=1, ...)      # nn.Module; model(x), forward_stages(x)
+    ModelConfig(...)                                       # architecture, stored in checkpoints
+    load_model(source, backbone=None, device=None) -> MADGNet
+    save_model(model, path, metadata=None) -> Path
+    read_checkpoint_info(path) -> dict                     # config/preprocessing/provenance
+    CheckpointError, CheckpointMismatchError, UnsafeCheckpointError, NotACheckpointError
+
+This package uses only torch, numpy and the standard library (no Qt, no napari).
+"""
+
+from __future__ import annotations
+
+from .checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    NotACheckpointError,
+    UnsafeCheckpointError,
+    infer_config,
+    load_model,
+    read_checkpoint_info,
+    save_model,
+)
+from .config import ModelConfig
+from .network import MADGNet, padded_size
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "MADGNet",
+    "ModelConfig",
+    "NotACheckpointError",
+    "UnsafeCheckpointError",
+    "infer_config",
+    "load_model",
+    "padded_size",
+    "read_checkpoint_info",
+    "save_model",
+]

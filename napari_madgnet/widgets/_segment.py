@@ -411,7 +411,9 @@ class SegmentWidget(QWidget):
         config = self.postprocess_config()
         self._post_generation += 1
         generation = self._post_generation
-        worker = create_worker(postprocess, self.last.result.probabilities, config, _start_thread=False)
+        worker = create_worker(
+            postprocess, self.last.result.probabilities, config, _start_thread=False, _ignore_errors=True
+        )
         worker.returned.connect(lambda mask: self._on_repostprocessed(mask, config, generation))
         worker.errored.connect(self._on_error)
         self._post_worker = worker

@@ -50,7 +50,7 @@ class Job:
         self._bar: Any = None
         self._done_steps = 0
         self.running = False
-        self.worker = create_worker(func, self.token, *args, _start_thread=False)
+        self.worker = create_worker(func, self.token, *args, _start_thread=False, _ignore_errors=True)
         self.worker.yielded.connect(self._yielded)
         self.worker.returned.connect(self._returned)
         self.worker.errored.connect(self._errored)

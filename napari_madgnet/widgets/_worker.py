@@ -69,13 +69,14 @@ class Job:
     def _yielded(self, report: Any) -> None:
         if not isinstance(report, Progress):
             return
-        if self._bar is not None:
+        bar = self._bar  # updating the bar may process events, and the job may finish meanwhile
+        if bar is not None:
             target = round(max(0.0, min(1.0, report.fraction)) * STEPS)
             if target > self._done_steps:
-                self._bar.update(target - self._done_steps)
-                self._done_steps = target
+                self._done_steps, step = target, target - self._done_steps
+                bar.update(step)
             if report.message:
-                self._bar.set_description(f"{self.description}: {report.message}")
+                bar.set_description(f"{self.description}: {report.message}")
         if self._on_progress is not None:
             self._on_progress(report)
 

@@ -28,8 +28,16 @@ def _tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _own_models_folder(_isolated_user_folders: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each widget test starts with an empty registry (models saved by other tests stay there)."""
+    folder = tmp_path / "models"
+    monkeypatch.setenv("MADGNET_MODELS_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
-def tiny_model(_tiny_checkpoint: Path) -> str:
+def tiny_model(_own_models_folder: Path, _tiny_checkpoint: Path) -> str:
     """The registry name of the small model, copied into the test's models folder."""
     from napari_madgnet.paths import models_dir
 

@@ -174,3 +174,26 @@ def test_errors_are_notifications_and_the_viewer_keeps_working(
     assert "Axes 'ZYX'" in errors[-1]
     viewer.add_points([[1, 1]])  # the viewer still works
     assert len(viewer.layers) == 2
+
+
+def test_part_in_view_segments_only_the_visible_rectangle(
+    make_napari_viewer, tiny_model, wait_job, errors
+) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(5).random((256, 256)).astype(np.float32), name="big")
+    h, w = viewer.canvas.size
+    viewer.camera.center = (128.0, 128.0)
+    viewer.camera.zoom = 2.0 * max(h, w) / 128  # about 64 x 64 image pixels in view
+    widget = _segment(viewer)
+    widget.scope.setCurrentText("part in view")
+    widget.threshold.setValue(0.0)
+    widget.run()
+    wait_job(widget)
+    assert errors == []
+    data = viewer.layers["big mask"].data
+    assert data.shape == (256, 256)
+    ys, xs = np.nonzero(data)
+    rows, cols = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    assert data.sum() == rows * cols  # one filled rectangle
+    assert 32 <= rows < 256 and 32 <= cols < 256
+    assert ys.min() <= 128 <= ys.max() and xs.min() <= 128 <= xs.max()  # around the view's centre

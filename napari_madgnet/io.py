@@ -46,7 +46,7 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            return tifffile.imread(p)
+            return _not_empty(p, tifffile.imread(p))
         if suffix == ".npy":
             return np.load(p, mmap_mode="r" if lazy else None, allow_pickle=False)
         if suffix == ".zarr":
@@ -58,7 +58,7 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
             return arr if lazy else np.asarray(arr[...])
         import imageio.v3 as iio
 
-        return np.asarray(iio.imread(p))
+        return _not_empty(p, np.asarray(iio.imread(p)))
     except ImageReadError:
         raise
     except Exception as exc:  # every reader has its own exception types
@@ -66,6 +66,16 @@ def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
             f"{p}: cannot be read as an image ({type(exc).__name__}: {exc}). "
             "Is the file complete and of the type its extension says?"
         ) from exc
+
+
+def _not_empty(path: Path, arr: Any) -> Any:
+    """Readers return empty arrays for some truncated files; that is a broken file, not an image."""
+    if 0 in tuple(arr.shape):
+        raise ImageReadError(
+            f"{path}: cannot be read as an image: it holds no pixels (shape {tuple(arr.shape)}). "
+            "Is the file complete and of the type its extension says?"
+        )
+    return arr
 
 
 def find_images(inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,29 +200,53 @@ def resolve_model(
     )
 
 
+_model_cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+#: Loaded models kept for reuse (the widget segments image after image with one model).
+MODEL_CACHE_SIZE = 2
+
+
 def load_registered_model(
-    name_or_path: str | os.PathLike[str], device: Any = None, directory: Any = None
+    name_or_path: str | os.PathLike[str],
+    device: Any = None,
+    directory: Any = None,
+    *,
+    cache: bool = True,
 ) -> Any:
     """Build the model a name or path stands for, with ``checkpoint_info`` completed from the registry.
 
-    The returned module also carries ``model_name`` and ``checkpoint_path`` for provenance.
+    The returned module also carries ``model_name`` and ``checkpoint_path`` for provenance. With
+    ``cache`` the last ``MODEL_CACHE_SIZE`` models are reused while their file is unchanged
+    (same size and mtime), so repeated runs skip building a 33 M-parameter network.
     """
     from napari_madgnet.model import load_model
 
     entry = resolve_model(name_or_path, directory)
     if entry.problem:
         raise RegistryError(f"{entry.path} cannot be used as a model: {entry.problem}")
+    st = entry.path.stat()
+    key = (str(entry.path.resolve()), st.st_size, st.st_mtime_ns, json.dumps(entry.to_dict(), default=str))
+    with _lock:
+        model = _model_cache.get(key) if cache else None
+        if model is not None:
+            _model_cache.move_to_end(key)
+    if model is not None:
+        return model.to(device) if device is not None else model
     model = load_model(entry.path, backbone=entry.encoder if entry.kind == "link" else None, device=device)
     info = dict(getattr(model, "checkpoint_info", {}) or {})
     info["preprocessing"] = {**(info.get("preprocessing") or {}), **entry.preprocessing}
     prov = dict(info.get("provenance") or {})
-    for key in ("trained_on", "modality"):
-        if getattr(entry, key) and key not in prov:
-            prov[key] = getattr(entry, key)
+    for field_name in ("trained_on", "modality"):
+        if getattr(entry, field_name) and field_name not in prov:
+            prov[field_name] = getattr(entry, field_name)
     info["provenance"] = prov
     model.checkpoint_info = info
     model.model_name = entry.name
     model.checkpoint_path = str(entry.path)
+    if cache:
+        with _lock:
+            _model_cache[key] = model
+            while len(_model_cache) > MODEL_CACHE_SIZE:
+                _model_cache.popitem(last=False)
     return model
 
 

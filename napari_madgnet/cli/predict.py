@@ -227,6 +227,13 @@ def run(args: argparse.Namespace) -> int:
 
     config = dataclasses.replace(config, device=_device_for_rank(config.device, world, local_rank))
     try:
+        from napari_madgnet.device import resolve_device
+
+        resolve_device(config.device)  # a missing GPU is one clear error, not one per file
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         from napari_madgnet.registry import load_registered_model
 
         model = load_registered_model(args.model)

@@ -102,6 +102,15 @@ class InferenceConfig:
             raise ValueError(f"Unknown geometry {self.geometry!r}; choose one of {', '.join(GEOMETRIES)}.")
         if self.axes is not None:
             self.axes = str(self.axes).upper()
+            if (
+                set(self.axes) - set("TZCYX")
+                or len(set(self.axes)) != len(self.axes)
+                or not {"Y", "X"} <= set(self.axes)
+            ):
+                raise ValueError(
+                    f"Unknown axes {self.axes!r}: use each of the letters T, Z, C, Y, X at most once, "
+                    "including Y and X (e.g. 'YX', 'YXC', 'ZYX', 'TZYX', 'CYX', 'TYXC')."
+                )
         for name in ("input_size", "tile_size"):
             value = getattr(self, name)
             if value is not None and int(value) < 32:

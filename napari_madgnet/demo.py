@@ -24,7 +24,9 @@ from napari_madgnet.training.config import TrainConfig
 
 def demo_config(**overrides: object) -> TrainConfig:
     """The fine-tuning preset as measured to learn the nuclei sample on 2 CPU cores in minutes."""
-    base: dict[str, object] = dict(init="scratch", patch_size=96, batch_size=4, max_steps=150, steps_per_epoch=15)
+    base: dict[str, object] = dict(
+        init="scratch", patch_size=96, batch_size=4, max_steps=150, steps_per_epoch=15
+    )
     base.update(overrides)
     return TrainConfig.finetune(**base)
 
@@ -120,8 +122,12 @@ def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) ->
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m napari_madgnet.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for model, mask and overlay")
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_madgnet.demo", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/demo"), help="folder for model, mask and overlay"
+    )
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the demo's)")
     parser.add_argument("--patch-size", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -134,7 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     overrides: dict[str, object] = {"device": args.device}
-    for key, value in (("max_steps", args.steps), ("patch_size", args.patch_size), ("batch_size", args.batch_size), ("lr", args.lr)):
+    for key, value in (
+        ("max_steps", args.steps),
+        ("patch_size", args.patch_size),
+        ("batch_size", args.batch_size),
+        ("lr", args.lr),
+    ):
         if value is not None:
             overrides[key] = value
     run(args.out, demo_config(**overrides))

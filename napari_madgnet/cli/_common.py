@@ -19,3 +19,19 @@ def tqdm_callback(desc: str) -> tuple[Callable[[Progress], None], Callable[[], N
         bar.refresh()
 
     return update, bar.close
+
+
+def user_errors(func: Callable[..., int]) -> Callable[..., int]:
+    """Turn the errors a user can fix (bad data, paths, settings) into one line and exit code 2."""
+    import functools
+    import sys
+
+    @functools.wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> int:
+        try:
+            return func(*args, **kwargs)
+        except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+            print(f"madgnet: error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper

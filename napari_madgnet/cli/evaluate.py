@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from napari_madgnet.cli._common import user_errors
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -23,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@user_errors
 def run(args: argparse.Namespace) -> int:
     from napari_madgnet.cli._common import tqdm_callback
     from napari_madgnet.training.engine import _check_writable
@@ -34,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     model = load_trained(args.model, device="cpu")
     callback, close = tqdm_callback("evaluating")
     try:
-        summary = evaluate_folder(model, args.data, args.out, device=args.device, train_log=args.train_log, callback=callback)
+        summary = evaluate_folder(
+            model, args.data, args.out, device=args.device, train_log=args.train_log, callback=callback
+        )
     finally:
         close()
     print(json.dumps(summary, indent=2))

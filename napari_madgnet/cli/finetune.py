@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from napari_madgnet.cli._common import user_errors
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -32,6 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@user_errors
 def run(args: argparse.Namespace) -> int:
     from napari_madgnet.cli._common import tqdm_callback
     from napari_madgnet.io import read_image
@@ -58,8 +61,13 @@ def run(args: argparse.Namespace) -> int:
     callback, close = tqdm_callback("fine-tuning")
     try:
         result = finetune(
-            image, labels, config=cfg, from_model=args.from_model, out=args.out,
-            callback=callback, name=args.image.name,
+            image,
+            labels,
+            config=cfg,
+            from_model=args.from_model,
+            out=args.out,
+            callback=callback,
+            name=args.image.name,
         )
     finally:
         close()

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from napari_madgnet.cli._common import user_errors
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -23,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@user_errors
 def run(args: argparse.Namespace) -> int:
     from napari_madgnet.cli._common import tqdm_callback
     from napari_madgnet.training import TrainConfig, data_from_config, train
@@ -40,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     callback, close = tqdm_callback("training")
     try:
         result = train(
-            cfg, data, out_dir=out, resume=args.resume, callback=callback,
+            cfg,
+            data,
+            out_dir=out,
+            resume=args.resume,
+            callback=callback,
             model_path=args.model_out or out / "model.pt",
         )
     finally:
@@ -48,5 +55,7 @@ def run(args: argparse.Namespace) -> int:
         cleanup()
     if current().is_main and result.model_path:
         best = result.best.get("dice")
-        print(f"Saved {result.model_path}" + (f" (best validation Dice {best:.4f})" if best is not None else ""))
+        print(
+            f"Saved {result.model_path}" + (f" (best validation Dice {best:.4f})" if best is not None else "")
+        )
     return 0

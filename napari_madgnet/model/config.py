@@ -38,8 +38,7 @@ class ModelConfig:
             )
         if self.frequency_selection not in FREQUENCY_SELECTIONS:
             raise ValueError(
-                f"frequency_selection must be one of {FREQUENCY_SELECTIONS}: "
-                f"{self.frequency_selection!r}"
+                f"frequency_selection must be one of {FREQUENCY_SELECTIONS}: {self.frequency_selection!r}"
             )
         if int(self.min_channel) < 1 or int(self.min_resolution) < 1:
             raise ValueError("min_channel and min_resolution must be >= 1")

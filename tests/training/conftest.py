@@ -27,5 +27,11 @@ def tiny_cfg():
     from napari_madgnet.training import TrainConfig
 
     return TrainConfig.finetune(
-        init="scratch", patch_size=64, batch_size=2, max_steps=4, steps_per_epoch=2, checkpoint_every=1, warmup_steps=0
+        init="scratch",
+        patch_size=64,
+        batch_size=2,
+        max_steps=4,
+        steps_per_epoch=2,
+        checkpoint_every=1,
+        warmup_steps=0,
     )

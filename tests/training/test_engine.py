@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_madgnet.jobs import CancelToken, Cancelled
+from napari_madgnet.jobs import Cancelled, CancelToken
 from napari_madgnet.training import TrainingError, data_from_arrays, iter_train, train
 from napari_madgnet.training import engine as engine_mod
 

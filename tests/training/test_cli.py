@@ -90,3 +90,32 @@ def test_evaluate_writes_csv_json_and_figures(tmp_path) -> None:
     assert (out / "per_image.csv").read_text().count("\n") == 3
     for name in ("dice_histogram.png", "overlay_worst.png", "overlay_best.png", "loss_curves.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_train_from_a_yaml_recipe_with_folders(tmp_path) -> None:
+    import imageio.v3 as iio
+
+    from napari_madgnet.model import load_model
+    from napari_madgnet.training import TrainConfig
+
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for k in range(3):
+        image, labels = blobs((64, 64), seed=k)
+        iio.imwrite(tmp_path / "images" / f"c{k}.png", image)
+        iio.imwrite(tmp_path / "masks" / f"c{k}_mask.png", ((labels > 0) * 255).astype(np.uint8))
+    cfg = TrainConfig.benchmark(
+        init="scratch",
+        backbone="resnet50",
+        patch_size=64,
+        scales=(1.0,),
+        batch_size=2,
+        max_steps=1,
+        device="cpu",
+    )
+    cfg.data.train_images, cfg.data.train_masks = str(tmp_path / "images"), str(tmp_path / "masks")
+    cfg.to_yaml(tmp_path / "recipe.yaml")
+    assert main(["train", "--config", str(tmp_path / "recipe.yaml"), "--out", str(tmp_path / "run")]) == 0
+    model = load_model(tmp_path / "run" / "model.pt")
+    assert model.checkpoint_info["preprocessing"]["input_size"] == 64
+    assert (tmp_path / "run" / "train_log.jsonl").read_text().count("\n") == 1

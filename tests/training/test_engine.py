@@ -66,7 +66,7 @@ def test_batch_one_nested_classes_and_saved_model(tmp_path, tiny_cfg) -> None:
     nested = (labels > 0).astype(np.uint8)
     nested[labels % 2 == 1] = 2  # inner class painted over the outer one
     nested[labels == 0] = 0
-    cfg = tiny_cfg.replace(label_mode="nested", batch_size=1, max_steps=1, backbone="resnet50")
+    cfg = tiny_cfg.replace(label_mode="nested", batch_size=1, accumulate=2, max_steps=1, backbone="resnet50")
     data = data_from_arrays(image, nested, cfg)
     assert data.num_classes == 2
     result = train(cfg, data, out_dir=tmp_path / "run", model_path=tmp_path / "m.pt")

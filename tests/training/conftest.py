@@ -30,8 +30,8 @@ def tiny_cfg():
         init="scratch",
         patch_size=64,
         batch_size=2,
-        max_steps=4,
-        steps_per_epoch=2,
+        max_steps=2,
+        steps_per_epoch=1,
         checkpoint_every=1,
         warmup_steps=0,
     )

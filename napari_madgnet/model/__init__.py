@@ -7,6 +7,7 @@ Public API::
     load_model(source, backbone=None, device=None) -> MADGNet
     save_model(model, path, metadata=None) -> Path
     read_checkpoint_info(path) -> dict                     # config/preprocessing/provenance
+    fold_batchnorm(model) -> MADGNet                       # faster inference-only copy
     CheckpointError, CheckpointMismatchError, UnsafeCheckpointError, NotACheckpointError
 
 This package uses only torch, numpy and the standard library (no Qt, no napari).
@@ -26,6 +27,7 @@ from .checkpoint import (
 )
 from .config import ModelConfig
 from .network import MADGNet, padded_size
+from .optimize import fold_batchnorm
 
 __all__ = [
     "CheckpointError",
@@ -34,6 +36,7 @@ __all__ = [
     "ModelConfig",
     "NotACheckpointError",
     "UnsafeCheckpointError",
+    "fold_batchnorm",
     "infer_config",
     "load_model",
     "padded_size",

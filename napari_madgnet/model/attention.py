@@ -11,6 +11,9 @@ from .dct import dct_filters
 # Side of the square map the channel attention pools to, keyed by the decoder block's channels
 # (FcaNet's table: 7 x 2^k). Checkpoints depend on it only through the DCT filters.
 POOLED_SIZE_BY_CHANNELS = {32: 112, 64: 56, 128: 28, 256: 14, 512: 7}
+# Most elements of the temporary filter-product tensor the channel attention makes at once
+# (64 Mi float32 = 256 MB); larger batches are processed in slices.
+PRODUCT_BUDGET = 1 << 26
 
 
 class MultiFrequencyChannelAttention(nn.Module):
@@ -55,10 +58,36 @@ class MultiFrequencyChannelAttention(nn.Module):
             return self._descriptors_loop(x)
         b, c = x.shape[:2]
         avg = torch.einsum("bchw,hw->bc", x, self.mean_filter.to(x.dtype)) / (self.size * self.size)
-        # Max and min need every product: one (B, C, K, H*W) tensor, reduced in one pass.
-        products = x.reshape(b, c, 1, -1) * self.filters.to(x.dtype).reshape(1, 1, self.count, -1)
-        high, low = torch.aminmax(products, dim=-1)
-        return avg, high.mean(dim=-1), low.mean(dim=-1)
+        flat = x.reshape(b, c, 1, -1)
+        filters = self.filters.to(x.dtype).reshape(self.count, -1)
+        # Max and min need every product x * filter: a (B, C, K, H*W) tensor, made for a few
+        # images at a time to bound the memory (amax and amin, not torch.aminmax: several times
+        # slower on CPU).
+        step = max(1, PRODUCT_BUDGET // (c * filters.numel()))
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            highs, lows = [], []
+            for part in flat.split(step):
+                products = part * filters
+                highs.append(products.amax(dim=-1))
+                lows.append(products.amin(dim=-1))
+            return avg, torch.cat(highs).mean(dim=-1), torch.cat(lows).mean(dim=-1)
+        # Training: find the extreme positions without autograd, then rebuild just those
+        # products, so backward does not keep the products (like the release's max pooling,
+        # the gradient goes to one position per filter).
+        with torch.no_grad():
+            where_max, where_min = [], []
+            for part in flat.detach().split(step):
+                products = part * filters
+                where_max.append(products.argmax(dim=-1))
+                where_min.append(products.argmin(dim=-1))
+            del products
+        k = torch.arange(self.count, device=x.device)
+
+        def pick(where: torch.Tensor) -> torch.Tensor:
+            values = x.reshape(b, c, -1).gather(-1, where.reshape(b, c, -1))
+            return (values.reshape(b, c, self.count) * filters[k, where]).mean(dim=-1)
+
+        return avg, pick(torch.cat(where_max)), pick(torch.cat(where_min))
 
     def _descriptors_loop(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The released computation, one filter at a time (benchmark reference only)."""

@@ -416,6 +416,11 @@ def _package_version() -> str:
 def checkpoint_dict(model: torch.nn.Module, metadata: Mapping[str, Any] | None = None) -> dict:
     """The project checkpoint dict :func:`save_model` writes (weights copied to CPU)."""
     net = _unwrap(model)
+    if getattr(net, "bn_folded", False):
+        raise ValueError(
+            "this model has BatchNorm folded into its convolutions (fold_batchnorm) and no longer "
+            "has the official weight layout; save the original model instead"
+        )
     metadata = dict(metadata or {})
     preprocessing = dict(DEFAULT_PREPROCESSING)
     preprocessing.update(metadata.pop("preprocessing", None) or {})

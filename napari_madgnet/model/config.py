@@ -13,8 +13,8 @@ from .encoders import canonical_backbone
 class ModelConfig:
     """Architecture of a MADGNet; the defaults are the released ``IS2D_main.py`` build.
 
-    ``in_channels`` records the input convention, not a weight shape: the network always takes
-    1 or 3 channels and repeats a single channel to 3 (as the release does).
+    ``in_channels`` is what the encoder sees (3, the only value): the network accepts 1 or 3
+    input channels and repeats a single channel to 3 inside, as the release does.
     """
 
     backbone: str = "resnest50"
@@ -24,7 +24,7 @@ class ModelConfig:
     frequency_selection: str = "top"
     min_channel: int = 32
     min_resolution: int = 8
-    in_channels: str = "1 or 3 (grey repeated to 3)"
+    in_channels: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backbone", canonical_backbone(self.backbone))
@@ -40,6 +40,8 @@ class ModelConfig:
             raise ValueError(
                 f"frequency_selection must be one of {FREQUENCY_SELECTIONS}: {self.frequency_selection!r}"
             )
+        if self.in_channels != 3:
+            raise ValueError("in_channels must be 3 (grey input is repeated to 3 channels inside)")
         if int(self.min_channel) < 1 or int(self.min_resolution) < 1:
             raise ValueError("min_channel and min_resolution must be >= 1")
 

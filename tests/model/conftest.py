@@ -14,7 +14,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads() -> None:
-    torch.set_num_threads(2)
+    # One intra-op thread: on a shared 2-core machine, two OpenMP threads per process get
+    # descheduled while spinning at barriers and run tens of times slower than one.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ def crop_side(size: int, cfg: AugmentConfig, rng: np.random.Generator) -> tuple[
     if angle:
         rad = math.radians(abs(angle))
         side = side * (math.cos(rad) + math.sin(rad))
-    return int(math.ceil(side)), zoom, angle
+    return math.ceil(side), zoom, angle
 
 
 def rotate_center_crop(

@@ -188,7 +188,7 @@ class TrainConfig:
 
     def scaled_sizes(self) -> list[int]:
         """Patch sides of the multi-scale schedule, rounded to a multiple of 32 (PraNet's rule)."""
-        return sorted({max(32, int(round(self.patch_size * s / 32.0)) * 32) for s in self.scales})
+        return sorted({max(32, round(self.patch_size * s / 32.0) * 32) for s in self.scales})
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -316,7 +316,7 @@ class TrainStream(Dataset):
             order = np.random.default_rng([self.cfg.seed, 2, index // n]).permutation(n)
             item = self.items[order[index % n]].load()
             image, target, valid = _resize(item.image, item.target, item.valid, size)
-            _, zoom, angle = augment.crop_side(size, self.cfg.augment, rng)
+            _, _zoom, angle = augment.crop_side(size, self.cfg.augment, rng)
             if angle:
                 image, target, valid = augment.rotate_center_crop(
                     [
@@ -355,7 +355,7 @@ class TrainStream(Dataset):
         y0 = _clamp_start(cy - side // 2, side, h)
         x0 = _clamp_start(cx - side // 2, side, w)
         arrays = [_window(a, y0, x0, side) for a in (item.image, item.target, item.valid)]
-        inner = int(math.ceil(size * zoom))
+        inner = math.ceil(size * zoom)
         arrays = augment.rotate_center_crop(arrays, [1, 0, 0], angle, min(inner, side))
         return _resize(*arrays, size)
 

@@ -362,14 +362,12 @@ def iter_train(
         raise
 
     # The result is the best validated network (the last one when nothing was validated).
-    if out is not None and (out / ckpt.BEST_MODEL).is_file() and best.get("step"):
-        distributed.barrier(info)
+    distributed.barrier(info)  # rank 0 has written best.pt before anyone reads it
+    if out is not None and best.get("step") and (out / ckpt.BEST_MODEL).is_file():
         from napari_madgnet.training.modelio import load_trained
 
         best_net = load_trained(out / ckpt.BEST_MODEL, device=device)
         unwrap(net).load_state_dict(best_net.state_dict())
-    elif data.val and best.get("step") and out is None:
-        pass  # no files: the caller gets the last weights
     net.eval()
     saved = None
     if model_path is not None and info.is_main:

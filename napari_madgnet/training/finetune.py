@@ -48,7 +48,7 @@ def data_from_config(cfg: TrainConfig) -> TrainData:
     if d.dataset:
         from src_train.datasets import dataset_items
 
-        train_items, val_items, test_sets = dataset_items(d.dataset, d.root, cfg)
+        train_items, val_items, _tests = dataset_items(d.dataset, d.root, cfg)
         return TrainData(train_items, val_items, cfg.num_classes or 1, 3, f"{d.dataset} ({d.root})")
     if not (d.train_images and d.train_masks):
         raise ValueError(

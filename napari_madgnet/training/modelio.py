@@ -100,38 +100,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_trained(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any]) -> Path:
     """Write the trained network in the project format (atomic, with preprocessing and provenance)."""
-    try:
-        from napari_madgnet.model import save_model
-    except ImportError:  # TEMPORARY until the model branch's checkpoint module is merged
-        return _save_fallback(unwrap(model), path, metadata)
+    from napari_madgnet.model import save_model
+
     return Path(save_model(unwrap(model), path, metadata))
 
 
-def _save_fallback(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, Any]) -> Path:
-    from napari_madgnet.io import atomic_path
-
-    ckpt = {
-        "format": "napari-madgnet",
-        "format_version": 1,
-        "config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "preprocessing": metadata.get("preprocessing", {}),
-        "provenance": metadata.get("provenance", {}),
-    }
-    with atomic_path(path, overwrite=True) as tmp:
-        torch.save(ckpt, tmp)
-    return Path(path)
-
-
 def load_trained(path: str | os.PathLike[str], device: str | torch.device | None = None) -> nn.Module:
-    try:
-        from napari_madgnet.model import load_model
-    except ImportError:  # TEMPORARY until the model branch's checkpoint module is merged
-        from napari_madgnet.model import MADGNet
+    from napari_madgnet.model import load_model
 
-        ckpt = torch.load(resolve_model_path(path), map_location="cpu", weights_only=True)
-        model = MADGNet.from_config(ckpt["config"])
-        model.load_state_dict(ckpt["state_dict"])
-        model.checkpoint_info = {k: ckpt[k] for k in ("config", "preprocessing", "provenance")}
-        return model.eval().to(device or "cpu")
     return load_model(resolve_model_path(path), device=device)

@@ -169,9 +169,7 @@ class MFMSAttention(nn.Module):
             for s in range(scale_branches)
         )
         self.multi_frequency_branches = nn.ModuleList(
-            nn.Sequential(
-                MultiFrequencyChannelAttention(ch, size, frequency_branches, frequency_selection)
-            )
+            nn.Sequential(MultiFrequencyChannelAttention(ch, size, frequency_branches, frequency_selection))
             for ch in (inner if self.use_frequency else [])
         )
         self.multi_frequency_branches_conv1 = nn.ModuleList(

@@ -39,9 +39,7 @@ DEFAULT_PREPROCESSING: dict[str, Any] = {
 }
 
 _DCT_KEY = re.compile(r"\.multi_frequency_branches\.(\d+)\.0\.dct_weight_(\d+)$")
-_BRANCH_WIDTH_KEY = re.compile(
-    r"decoder_stage\d\.attention_layer\.multi_scale_branches\.\d+\.3\.weight"
-)
+_BRANCH_WIDTH_KEY = re.compile(r"decoder_stage\d\.attention_layer\.multi_scale_branches\.\d+\.3\.weight")
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compile
 
 PathOrStateDict = str | os.PathLike[str] | Mapping[str, Any]
@@ -215,11 +213,7 @@ def infer_config(state: Mapping[str, torch.Tensor], backbone: str | None = None)
     gates = [k for k in state if k.startswith("decoder_stage1.attention_layer.alpha_list.")]
     if gates:
         kwargs["scale_branches"] = len(gates)
-    widths = [
-        int(v.shape[0])
-        for k, v in state.items()
-        if _BRANCH_WIDTH_KEY.fullmatch(k)
-    ]
+    widths = [int(v.shape[0]) for k, v in state.items() if _BRANCH_WIDTH_KEY.fullmatch(k)]
     if widths:
         kwargs["min_channel"] = min(widths)
     dct = [k for k in state if k.startswith("decoder_stage1.") and _DCT_KEY.search(k)]
@@ -249,9 +243,7 @@ def _check_and_strip_dct(model: MADGNet, state: dict[str, torch.Tensor]) -> dict
             kept[key] = value  # reported as unexpected by the key check
             continue
         sample = value[0] if value.dim() == 3 else value
-        if sample.shape != filters[k].shape or not torch.allclose(
-            sample.float(), filters[k], atol=1e-6
-        ):
+        if sample.shape != filters[k].shape or not torch.allclose(sample.float(), filters[k], atol=1e-6):
             wrong.append(key)
     if wrong:
         raise CheckpointMismatchError(
@@ -315,9 +307,7 @@ def load_model(
     if meta["config"] is not None:
         config = ModelConfig.from_dict(meta["config"])
         if backbone is not None and ModelConfig(backbone=backbone).backbone != config.backbone:
-            raise CheckpointMismatchError(
-                f"{origin} holds a {config.backbone} model, not {backbone}"
-            )
+            raise CheckpointMismatchError(f"{origin} holds a {config.backbone} model, not {backbone}")
     else:
         found = _encoder_from_keys(state)
         if backbone is not None and found is not None:
@@ -360,6 +350,7 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- writing
+
 
 def _plain(value: Any, where: str) -> Any:
     """A copy of ``value`` made of types ``torch.load(weights_only=True)`` accepts.

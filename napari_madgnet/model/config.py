@@ -38,8 +38,7 @@ class ModelConfig:
             )
         if self.frequency_selection not in FREQUENCY_SELECTIONS:
             raise ValueError(
-                f"frequency_selection must be one of {FREQUENCY_SELECTIONS}: "
-                f"{self.frequency_selection!r}"
+                f"frequency_selection must be one of {FREQUENCY_SELECTIONS}: {self.frequency_selection!r}"
             )
         if self.in_channels != 3:
             raise ValueError("in_channels must be 3 (grey input is repeated to 3 channels inside)")

@@ -83,9 +83,7 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def fetch_file(
-    filename: str, base_url: str, folder: Path | None = None, timeout: float = 60.0
-) -> Path:
+def fetch_file(filename: str, base_url: str, folder: Path | None = None, timeout: float = 60.0) -> Path:
     """Return ``folder/filename``, downloading ``base_url + filename`` first if it is missing.
 
     The download goes to a temporary file in ``folder``; its SHA-256 must start with the prefix

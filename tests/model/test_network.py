@@ -38,8 +38,9 @@ def test_resnest50_reference_outputs(official_model) -> None:
     model = official_model("resnest50")
     ref = reference()
     with torch.no_grad():
-        errors = {"test/rgb256": relative_error(model(make_input((1, 3, 256, 256))),
-                                                ref["resnest50/test/rgb256"])}
+        errors = {
+            "test/rgb256": relative_error(model(make_input((1, 3, 256, 256))), ref["resnest50/test/rgb256"])
+        }
         stages = model.forward_stages(make_input((1, 3, 256, 256)))
         for i, outputs in enumerate(stages, start=1):
             for name, out in zip(("map", "distance", "boundary"), outputs, strict=True):

@@ -115,8 +115,11 @@ def test_imagenet_keys_map_onto_the_encoder(tmp_path: Path, monkeypatch) -> None
     """A classifier file (fc head, no num_batches_tracked) loads into MADGNet's encoder."""
     torch.manual_seed(0)
     source = build_encoder("resnet50")
-    state = {k: torch.randn_like(v.float()) for k, v in source.state_dict().items()
-             if not k.endswith("num_batches_tracked")}
+    state = {
+        k: torch.randn_like(v.float())
+        for k, v in source.state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    }
     state["fc.weight"] = torch.zeros(1000, 2048)
     state["fc.bias"] = torch.zeros(1000)
     path = tmp_path / "resnet50-00000000.pth"

@@ -33,8 +33,7 @@ class Res2NetBottleneck(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, width * scale, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width * scale)
         self.convs = nn.ModuleList(
-            nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
-            for _ in range(scale - 1)
+            nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False) for _ in range(scale - 1)
         )
         self.bns = nn.ModuleList(nn.BatchNorm2d(width) for _ in range(scale - 1))
         self.pool = nn.AvgPool2d(3, stride, padding=1) if first else None

@@ -58,9 +58,7 @@ class SplitAttentionConv(nn.Module):
 class ResNeStBottleneck(nn.Module):
     """1x1 reduce, split-attention 3x3, (3x3 average pool when strided: "avd"), 1x1 expand."""
 
-    def __init__(
-        self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)

@@ -12,9 +12,7 @@ from .common import Encoder
 class ResNetBottleneck(nn.Module):
     """1x1 reduce, strided 3x3, 1x1 expand, projection shortcut on the first block of a stage."""
 
-    def __init__(
-        self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
-    ) -> None:
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)

@@ -1,0 +1,46 @@
+"""``madgnet evaluate --model M --data DIR``: metrics per image (CSV), a summary (JSON), figures."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from napari_madgnet.cli._common import user_errors
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a model on image/mask pairs",
+        description="Evaluate a model on DIR/images + DIR/masks (matched by name): the release's six "
+        "metrics (paper_*) and the standard ones per image, their means, a Dice histogram, overlays "
+        "of the worst and best cases and, with --train-log, the loss curves.",
+    )
+    p.add_argument("--model", required=True, help="model file or name in the model folder")
+    p.add_argument("--data", required=True, type=Path, help="folder with images/ and masks/")
+    p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for CSV, JSON and PNGs")
+    p.add_argument("--train-log", type=Path, default=None, help="train_log.jsonl of the run, for loss curves")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+@user_errors
+def run(args: argparse.Namespace) -> int:
+    from napari_madgnet.cli._common import tqdm_callback
+    from napari_madgnet.training.engine import _check_writable
+    from napari_madgnet.training.evaluate import evaluate_folder, find_pairs
+    from napari_madgnet.training.modelio import load_trained
+
+    find_pairs(args.data)  # bad folders fail before the model is loaded
+    _check_writable(args.out)
+    model = load_trained(args.model, device="cpu")
+    callback, close = tqdm_callback("evaluating")
+    try:
+        summary = evaluate_folder(
+            model, args.data, args.out, device=args.device, train_log=args.train_log, callback=callback
+        )
+    finally:
+        close()
+    print(json.dumps(summary, indent=2))
+    return 0

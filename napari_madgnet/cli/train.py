@@ -1,0 +1,61 @@
+"""``madgnet train --config recipe.yaml``: a full training run from a YAML recipe (src_train)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from napari_madgnet.cli._common import user_errors
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train from a YAML recipe (see src_train/configs/)",
+        description="Train MADGNet from a recipe: TrainConfig settings and the data folders or dataset. "
+        "Under torchrun every process runs this command; rank 0 writes checkpoints and logs.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="recipe YAML (TrainConfig fields)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default: the recipe's out_dir)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last_state.pt")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: the recipe's)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
+    p.add_argument("--model-out", type=Path, default=None, help="final model file (default: OUT/model.pt)")
+    p.set_defaults(func=run)
+
+
+@user_errors
+def run(args: argparse.Namespace) -> int:
+    from napari_madgnet.cli._common import tqdm_callback
+    from napari_madgnet.training import TrainConfig, data_from_config, train
+    from napari_madgnet.training.distributed import cleanup, current
+
+    cfg = TrainConfig.from_yaml(args.config)
+    changes = {k: v for k, v in (("device", args.device), ("max_steps", args.max_steps)) if v is not None}
+    if changes:
+        cfg = cfg.replace(**changes)
+    out = args.out or (Path(cfg.out_dir) if cfg.out_dir else None)
+    if out is None:
+        print("No run folder: pass --out DIR or set out_dir in the recipe.", file=sys.stderr)
+        return 2
+    data = data_from_config(cfg)
+    callback, close = tqdm_callback("training")
+    try:
+        result = train(
+            cfg,
+            data,
+            out_dir=out,
+            resume=args.resume,
+            callback=callback,
+            model_path=args.model_out or out / "model.pt",
+        )
+    finally:
+        close()
+        cleanup()
+    if current().is_main and result.model_path:
+        best = result.best.get("dice")
+        print(
+            f"Saved {result.model_path}" + (f" (best validation Dice {best:.4f})" if best is not None else "")
+        )
+    return 0

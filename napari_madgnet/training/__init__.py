@@ -1,0 +1,42 @@
+"""Training and fine-tuning MADGNet (Qt-free): configs, data, targets, losses, engine, DDP.
+
+Public API::
+
+    TrainConfig (.benchmark(), .finetune(), .from_yaml(), .to_yaml())
+    iter_train(cfg, data, ...) -> generator of jobs.Progress, returns TrainResult
+    train(cfg, data, callback=None, ...) -> TrainResult
+    iter_finetune / finetune(image, labels, config=..., from_model=..., out=...) -> TrainResult
+    data_from_arrays(image, labels, cfg), data_from_config(cfg) -> TrainData
+    predict_probability(model, image) -> (K, H, W) probabilities
+"""
+
+from napari_madgnet.training.config import AugmentConfig, DataConfig, LossConfig, TrainConfig
+from napari_madgnet.training.data import DataError
+from napari_madgnet.training.engine import TrainData, TrainingError, TrainResult, iter_train, train
+from napari_madgnet.training.finetune import (
+    data_from_arrays,
+    data_from_config,
+    finetune,
+    iter_finetune,
+    predict_probability,
+)
+from napari_madgnet.training.modelio import ModelSourceError
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "DataError",
+    "LossConfig",
+    "ModelSourceError",
+    "TrainConfig",
+    "TrainData",
+    "TrainResult",
+    "TrainingError",
+    "data_from_arrays",
+    "data_from_config",
+    "finetune",
+    "iter_finetune",
+    "iter_train",
+    "predict_probability",
+    "train",
+]

@@ -1,0 +1,393 @@
+"""Training data: arrays or folders -> checked items -> a deterministic stream of augmented samples.
+
+Checks come first and fail with a message that names the problem and the fix, before any model is
+built. Sample ``i`` of the stream is drawn from a generator seeded by (seed, i), so a resumed run,
+a run with DataLoader workers and every DDP rank see exactly the samples the plan says.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from napari_madgnet.preprocess import apply_range, fit_range
+from napari_madgnet.training import augment
+from napari_madgnet.training.config import TrainConfig
+from napari_madgnet.training.targets import boundary_target, distance_target, labels_to_masks
+
+
+class DataError(ValueError):
+    """Training data that cannot be used; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class Item:
+    """One annotated 2-D plane: image (C, H, W) in [0, 1], target and valid masks (K, H, W)."""
+
+    image: np.ndarray
+    target: np.ndarray
+    valid: np.ndarray
+    name: str = ""
+    _fg: np.ndarray | None = field(default=None, repr=False)
+
+    def load(self) -> Item:
+        return self
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape[1], self.image.shape[2]
+
+    def foreground(self) -> np.ndarray:
+        """Flat indices of object pixels (annotated ones in scribble mode), for patch centres."""
+        if self._fg is None:
+            self._fg = np.flatnonzero((self.target * self.valid).max(axis=0) > 0)
+        return self._fg
+
+
+@dataclass
+class FileItem:
+    """An image/mask file pair read when a sample needs it (large datasets stay on disk)."""
+
+    image_path: Path
+    mask_path: Path
+    label_mode: str
+    num_classes: int
+    normalization: str
+    binarize: bool = True  # dataset masks: > 0 (or >= 128 for 8-bit) is foreground
+
+    @property
+    def name(self) -> str:
+        return self.image_path.stem
+
+    def load(self) -> Item:
+        from napari_madgnet.io import read_image
+
+        image = np.asarray(read_image(self.image_path))
+        mask = np.asarray(read_image(self.mask_path))
+        if mask.ndim == 3:  # RGB(A) masks as some datasets ship them
+            mask = mask[..., 0]
+        if self.binarize and self.label_mode == "binary":
+            mask = (mask > (127 if mask.dtype == np.uint8 and mask.max() > 1 else 0)).astype(np.uint8)
+        items, _ = items_from_arrays(
+            image,
+            mask,
+            label_mode=self.label_mode,
+            normalization=self.normalization,
+            num_classes=self.num_classes,
+            name=self.name,
+            check=False,
+        )
+        return items[0]
+
+
+AnyItem = Item | FileItem
+
+
+# --------------------------------------------------------------------------------------------- arrays
+def _channels_last(image: np.ndarray, labels: np.ndarray, channel_axis: int | None) -> np.ndarray:
+    """Bring the image to labels.shape + (C,), C in (1, 3); a mismatch is a clear error."""
+    if image.shape == labels.shape and channel_axis is None:
+        return image[..., None]
+    if image.ndim == labels.ndim + 1:
+        axis = channel_axis if channel_axis is not None else image.ndim - 1
+        moved = np.moveaxis(image, axis, -1)
+        if moved.shape[:-1] == labels.shape and moved.shape[-1] in (1, 3, 4):
+            return moved[..., :3] if moved.shape[-1] >= 3 else moved
+    raise DataError(
+        f"Image shape {tuple(image.shape)} and labels shape {tuple(labels.shape)} do not match: the "
+        "labels must cover the image pixel for pixel (an RGB image may add a last axis of 3). "
+        "Draw the labels on this image, or pick the matching image/labels pair."
+    )
+
+
+def check_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels must be integers (or bool); floats usually mean a probability map was picked."""
+    lab = np.asarray(labels)
+    if lab.dtype == bool:
+        return lab.astype(np.uint8)
+    if not np.issubdtype(lab.dtype, np.integer):
+        raise DataError(
+            f"The labels are {lab.dtype}, not integers: pick a Labels layer (or a mask file) whose "
+            "values are 0 = background, 1..K = classes; convert a probability map with "
+            "(probability >= 0.5).astype(int) first."
+        )
+    if lab.size and lab.min() < 0:
+        raise DataError("The labels contain negative values; use 0 for background and 1..K for classes.")
+    return lab
+
+
+def items_from_arrays(
+    image: Any,
+    labels: Any,
+    *,
+    label_mode: str = "binary",
+    normalization: str = "auto",
+    num_classes: int | None = None,
+    channel_axis: int | None = None,
+    name: str = "image",
+    check: bool = True,
+) -> tuple[list[Item], int]:
+    """Split an image and its labels into annotated 2-D items; return them and the class count.
+
+    2-D images give one item; stacks and time series (any leading axes) give one item per plane
+    that carries labels, so sparse annotation works: unlabelled planes are simply not used.
+    """
+    lab = check_labels(labels)
+    img = np.asarray(image)
+    if lab.ndim < 2:
+        raise DataError(f"Labels must be at least 2-D, got shape {tuple(lab.shape)}.")
+    img = _channels_last(img, lab, channel_axis)
+    if min(lab.shape[-2:]) < 1:
+        raise DataError(f"The image is empty (shape {tuple(img.shape)}).")
+    if label_mode == "scribble" and lab.max(initial=0) > 2:
+        raise DataError(
+            f"Scribble labels use 1 = object, 2 = background, 0 = not annotated; found value {lab.max()}. "
+            "Use label_mode 'binary' or 'multiclass' for full annotations."
+        )
+    fg_value = 1 if label_mode == "scribble" else None
+    has_fg = (lab == fg_value).any() if fg_value else (lab > 0).any()
+    if check and not has_fg:
+        raise DataError(
+            "The labels have no foreground (no pixel > 0"
+            + (" / == 1 in scribble mode" if fg_value else "")
+            + "): paint at least one object on at least one plane before training."
+        )
+    k = 1 if label_mode in ("binary", "scribble") else int(num_classes or lab.max())
+    if label_mode in ("multiclass", "nested") and lab.max() > k:
+        raise DataError(f"Labels go up to {lab.max()} but num_classes is {k}; raise num_classes.")
+    lo, hi = fit_range(img, normalization)
+    planes_img = img.reshape(-1, *img.shape[-3:])
+    planes_lab = lab.reshape(-1, *lab.shape[-2:])
+    items: list[Item] = []
+    for i, (pi, pl) in enumerate(zip(planes_img, planes_lab, strict=True)):
+        if not (pl > 0).any():
+            continue  # an unannotated plane of a sparse stack
+        target, valid = labels_to_masks(pl, label_mode, k)
+        plane = np.moveaxis(apply_range(pi, lo, hi), -1, 0)
+        suffix = f"[{i}]" if planes_lab.shape[0] > 1 else ""
+        items.append(Item(np.ascontiguousarray(plane), target, valid, name=f"{name}{suffix}"))
+    if not items:
+        raise DataError("No plane of the labels carries an annotation; paint at least one plane.")
+    return items, k
+
+
+# -------------------------------------------------------------------------------------------- folders
+def pair_files(images: str | os.PathLike[str], masks: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """Match image and mask files by name (a mask may add a suffix such as ``_mask``).
+
+    Any of tif/png/jpg/bmp/npy on both sides; an image without a mask is an error listing it.
+    """
+    from napari_madgnet.io import find_images
+
+    image_files = find_images([images])
+    mask_files = find_images([masks])
+    by_stem = {m.stem.lower(): m for m in mask_files}
+    pairs, missing = [], []
+    for f in image_files:
+        stem = f.stem.lower()
+        match = by_stem.get(stem)
+        if match is None:
+            cands = [
+                m for s, m in by_stem.items() if s.startswith(stem) and s[len(stem) : len(stem) + 1] in "_-. "
+            ]
+            match = cands[0] if len(cands) == 1 else None
+        if match is None:
+            missing.append(f.name)
+        else:
+            pairs.append((f, match))
+    if missing:
+        raise DataError(
+            f"{len(missing)} image(s) in {images} have no mask in {masks} (e.g. {', '.join(missing[:3])}); "
+            "masks must share the image's name, optionally with a suffix such as _mask."
+        )
+    return pairs
+
+
+def items_from_folders(
+    images: str | os.PathLike[str], masks: str | os.PathLike[str], cfg: TrainConfig, num_classes: int = 1
+) -> list[FileItem]:
+    return [
+        FileItem(i, m, cfg.label_mode, num_classes, cfg.normalization) for i, m in pair_files(images, masks)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- split
+def split_items(
+    items: Sequence[AnyItem], val_fraction: float, seed: int, *, min_side: int = 32
+) -> tuple[list[AnyItem], list[AnyItem]]:
+    """A validation set of at least one item, the same for the same seed.
+
+    A single 2-D item is cut in two: its last rows (``val_fraction`` of the height, at least
+    ``min_side``) validate, the rest trains, so no pixel is in both.
+    """
+    items = list(items)
+    fraction = val_fraction if val_fraction > 0 else 0.1
+    if len(items) >= 2:
+        n_val = min(len(items) - 1, max(1, round(len(items) * fraction)))
+        order = np.random.default_rng(seed).permutation(len(items))
+        val = sorted(order[:n_val].tolist())
+        return [items[i] for i in range(len(items)) if i not in val], [items[i] for i in val]
+    item = items[0].load()
+    h, w = item.shape
+    axis = 1 if h >= w else 2
+    side = item.image.shape[axis]
+    n_val = max(min_side, round(side * fraction))
+    if side - n_val < min_side:
+        raise DataError(
+            f"The annotated image ({h} x {w}) is too small to split into training and validation parts "
+            f"of at least {min_side} px; annotate a larger region or a second plane."
+        )
+    cut = side - n_val
+
+    def part(sl: slice, tag: str) -> Item:
+        idx = [slice(None)] * 3
+        idx[axis] = sl
+        t = tuple(idx)
+        return Item(item.image[t], item.target[t], item.valid[t], name=f"{item.name}:{tag}")
+
+    return [part(slice(0, cut), "train")], [part(slice(cut, None), "val")]
+
+
+def check_patch_size(items: Sequence[AnyItem], patch_size: int) -> None:
+    """A patch larger than every training image would be mostly padding: refuse early."""
+    sides = [min(it.shape) for it in items if isinstance(it, Item)]
+    if sides and patch_size > max(sides):
+        h, w = max((it.shape for it in items if isinstance(it, Item)), key=min)
+        raise DataError(
+            f"Patch size {patch_size} is larger than the training image ({h} x {w}); "
+            f"use a patch size of {max(32, (max(sides) // 32) * 32)} or smaller."
+        )
+
+
+# ------------------------------------------------------------------------------------------- sampling
+class StreamSampler(Sampler[int]):
+    """Sample indices of micro-batches ``start .. start + count`` for one rank.
+
+    Rank r of W takes sample ``(g * W + r) * B + b`` of global micro-batch g: the ranks share out
+    every batch (as a DistributedSampler would) and a resumed run starts at its exact batch.
+    """
+
+    def __init__(self, batch_size: int, start: int, count: int, rank: int = 0, world: int = 1) -> None:
+        self.batch_size, self.start, self.count, self.rank, self.world = batch_size, start, count, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        for g in range(self.start, self.start + self.count):
+            base = (g * self.world + self.rank) * self.batch_size
+            yield from range(base, base + self.batch_size)
+
+    def __len__(self) -> int:
+        return self.count * self.batch_size
+
+
+class TrainStream(Dataset):
+    """Sample ``i`` of an endless stream of augmented training samples, deterministic in (seed, i)."""
+
+    def __init__(self, items: Sequence[AnyItem], cfg: TrainConfig, batch_size: int, world: int = 1) -> None:
+        self.items = list(items)
+        self.cfg = cfg
+        self.batch_size = batch_size
+        self.world = world
+        self.sizes = cfg.scaled_sizes()
+        areas = np.array([math.prod(it.shape) if isinstance(it, Item) else 1 for it in self.items], float)
+        self.p = areas / areas.sum()
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def size_of(self, index: int) -> int:
+        """Patch side of the micro-batch this sample is in (multi-scale: one size per batch)."""
+        g = index // (self.batch_size * self.world)
+        return self.sizes[int(np.random.default_rng([self.cfg.seed, 1, g]).integers(len(self.sizes)))]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.cfg.seed, 0, index])
+        size = self.size_of(index)
+        if self.cfg.sampling == "resize":
+            n = len(self.items)
+            order = np.random.default_rng([self.cfg.seed, 2, index // n]).permutation(n)
+            item = self.items[order[index % n]].load()
+            image, target, valid = _resize(item.image, item.target, item.valid, size)
+            _, _zoom, angle = augment.crop_side(size, self.cfg.augment, rng)
+            if angle:
+                image, target, valid = augment.rotate_center_crop(
+                    [
+                        np.pad(a, ((0, 0), (size // 2, size // 2), (size // 2, size // 2)))
+                        for a in (image, target, valid)
+                    ],
+                    [1, 0, 0],
+                    angle,
+                    size,
+                )
+        else:
+            item = self.items[int(rng.choice(len(self.items), p=self.p))].load()
+            image, target, valid = self._patch(item, size, rng)
+        image, target, valid = augment.flips([image, target, valid], self.cfg.augment, rng)
+        image = augment.intensity(image, self.cfg.augment, rng)
+        return {
+            "image": torch.from_numpy(image),
+            "mask": torch.from_numpy(target),
+            "valid": torch.from_numpy(valid),
+            "boundary": torch.from_numpy(boundary_target(target, self.cfg.loss.boundary_threshold)),
+            "distance": torch.from_numpy(distance_target(target)),
+        }
+
+    def _patch(self, item: Item, size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """A crop centred near an object pixel (with probability foreground_fraction) or anywhere."""
+        side, zoom, angle = augment.crop_side(size, self.cfg.augment, rng)
+        h, w = item.shape
+        fg = item.foreground()
+        if fg.size and rng.random() < self.cfg.foreground_fraction:
+            cy, cx = divmod(int(fg[rng.integers(fg.size)]), w)
+            jitter = side // 4
+            cy += int(rng.integers(-jitter, jitter + 1))
+            cx += int(rng.integers(-jitter, jitter + 1))
+        else:
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0 = _clamp_start(cy - side // 2, side, h)
+        x0 = _clamp_start(cx - side // 2, side, w)
+        arrays = [_window(a, y0, x0, side) for a in (item.image, item.target, item.valid)]
+        inner = math.ceil(size * zoom)
+        arrays = augment.rotate_center_crop(arrays, [1, 0, 0], angle, min(inner, side))
+        return _resize(*arrays, size)
+
+
+def _clamp_start(start: int, side: int, length: int) -> int:
+    """Keep the window inside the image when it fits; centre it when it does not."""
+    if side >= length:
+        return (length - side) // 2
+    return min(max(start, 0), length - side)
+
+
+def _window(arr: np.ndarray, y0: int, x0: int, side: int) -> np.ndarray:
+    """``arr[:, y0:y0+side, x0:x0+side]`` with zeros outside (valid = 0 there: no loss)."""
+    c, h, w = arr.shape
+    out = np.zeros((c, side, side), np.float32)
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + side, h), min(x0 + side, w)
+    out[:, ys - y0 : ye - y0, xs - x0 : xe - x0] = arr[:, ys:ye, xs:xe]
+    return out
+
+
+def _resize(image: np.ndarray, target: np.ndarray, valid: np.ndarray, size: int) -> tuple[np.ndarray, ...]:
+    """Image bilinear, masks nearest, to size x size (no-op when already there)."""
+    if image.shape[1:] == (size, size):
+        return image, target, valid
+    img = F.interpolate(
+        torch.from_numpy(np.ascontiguousarray(image))[None],
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+    )
+    masks = torch.from_numpy(np.ascontiguousarray(np.concatenate([target, valid])))[None]
+    masks = F.interpolate(masks, size=(size, size), mode="nearest")[0].numpy()
+    k = target.shape[0]
+    return img[0].numpy(), masks[:k], masks[k:]

@@ -1,0 +1,417 @@
+"""The training loop: a generator of progress events, checkpoints, validation and resumption.
+
+``iter_train`` yields ``jobs.Progress`` after every optimiser step (details: step, epoch, loss,
+loss parts, lr, validation metrics, ETA) and returns a ``TrainResult``; ``train`` drives it with
+an optional callback. The CLI, the Fine-tune widget (in a thread worker) and ``src_train`` all
+use these two functions.
+
+A step is deterministic in (config, data, step): samples come from ``data.TrainStream``, whose
+randomness is seeded per sample, and the state file restores model, optimiser, scheduler, scaler
+and RNGs, so a run resumed from ``last_state.pt`` repeats the uninterrupted run's losses on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from napari_madgnet.device import autocast, resolve_device
+from napari_madgnet.jobs import Cancelled, CancelToken, Progress, check_cancelled
+from napari_madgnet.training import checkpoint as ckpt
+from napari_madgnet.training import distributed
+from napari_madgnet.training.config import TrainConfig
+from napari_madgnet.training.data import AnyItem, StreamSampler, TrainStream, check_patch_size
+from napari_madgnet.training.losses import esdm_loss
+from napari_madgnet.training.modelio import build_model, save_trained, unwrap
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what was kept."""
+
+
+@dataclass
+class TrainData:
+    """Checked training and validation items and what the model must know about them."""
+
+    train: list[AnyItem]
+    val: list[AnyItem]
+    num_classes: int
+    channels: int
+    description: str = ""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or early-stopped) run produced."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    best: dict[str, Any] = field(default_factory=dict)
+    out_dir: Path | None = None
+    model_path: Path | None = None
+    stopped: str = "finished"
+
+
+class _Stages(nn.Module):
+    """``forward`` = ``forward_stages``, so DDP's hooks see the deep-supervision outputs."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.module = model
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return self.module.forward_stages(x)
+
+
+def _lr_factor(cfg: TrainConfig, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.scheduler == "constant":
+            return 1.0
+        t = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t)) * 0.99 + 0.01
+        return (1 - t) ** 0.9 * 0.99 + 0.01  # poly
+
+    return factor
+
+
+def steps_per_epoch(cfg: TrainConfig, data: TrainData, world: int) -> int:
+    """Configured, or one pass over the items (resize) / their pixels in patches (patch)."""
+    if cfg.steps_per_epoch:
+        return int(cfg.steps_per_epoch)
+    per_step = cfg.batch_size * cfg.accumulate * world
+    if cfg.sampling == "resize":
+        return max(1, math.ceil(len(data.train) / per_step))
+    pixels = sum(math.prod(it.shape) for it in data.train if hasattr(it, "image"))
+    patches = pixels / cfg.patch_size**2 if pixels else len(data.train)
+    return max(1, math.ceil(patches / per_step))
+
+
+def total_steps(cfg: TrainConfig, data: TrainData, world: int = 1) -> int:
+    total = cfg.epochs * steps_per_epoch(cfg, data, world)
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, image: np.ndarray, device: torch.device, amp: bool = True
+) -> torch.Tensor:
+    """Whole-image forward of a (C, H, W) [0, 1] array -> (K, H, W) float logits on the CPU."""
+    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+    with autocast(device, amp):
+        out = model(x)
+    return out[0].float().cpu()
+
+
+def validate(
+    model: nn.Module, items: Sequence[AnyItem], cfg: TrainConfig, device: torch.device
+) -> dict[str, Any]:
+    """Dice per validation item and class (on annotated pixels), and their mean."""
+    was_training = model.training
+    model.eval()
+    scores: list[float] = []
+    per_class: list[list[float]] = []
+    for it in items:
+        item = it.load()
+        image, target, valid = item.image, item.target, item.valid
+        if cfg.sampling == "resize":
+            from napari_madgnet.training.data import _resize
+
+            image, target, valid = _resize(image, target, valid, cfg.patch_size)
+        pred = (predict_logits(model, image, device, cfg.amp) >= 0).numpy()
+        dices = []
+        for k in range(target.shape[0]):
+            v = valid[k] > 0
+            p, g = pred[k][v], target[k][v] > 0
+            denom = p.sum() + g.sum()
+            dices.append(1.0 if denom == 0 else float(2 * (p & g).sum() / denom))
+        per_class.append(dices)
+        scores.append(float(np.mean(dices)))
+    model.train(was_training)
+    return {
+        "dice": float(np.mean(scores)) if scores else float("nan"),
+        "dice_per_class": np.mean(per_class, axis=0).tolist() if per_class else [],
+    }
+
+
+def _duplicate_single(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Batch size 1: add the horizontally flipped sample, so BatchNorm sees two values."""
+    return {k: torch.cat([v, v.flip(-1)]) for k, v in batch.items()}
+
+
+def _model_metadata(cfg: TrainConfig, data: TrainData, history: list[dict], best: dict) -> dict[str, Any]:
+    import datetime as dt
+
+    from napari_madgnet import __version__
+
+    return {
+        "preprocessing": {
+            "normalization": cfg.normalization,
+            "input_size": cfg.patch_size if cfg.sampling == "resize" else None,
+            "channels": data.channels,
+            "label_mode": cfg.label_mode,
+            "num_classes": data.num_classes,
+        },
+        "provenance": {
+            "trained_on": data.description,
+            "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "recipe": cfg.to_dict(),
+            "steps": history[-1]["step"] if history else 0,
+            "validation": best,
+            "started_from": cfg.from_model or cfg.init,
+            "package_version": __version__,
+        },
+    }
+
+
+def iter_train(
+    cfg: TrainConfig,
+    data: TrainData,
+    *,
+    out_dir: str | Path | None = None,
+    model: nn.Module | None = None,
+    resume: bool | str | Path = False,
+    cancel: CancelToken | None = None,
+    model_path: str | Path | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Train, yielding a ``Progress`` after each optimiser step; return a ``TrainResult``.
+
+    ``out_dir`` receives ``last_state.pt`` (resume), ``best.pt`` (a saved model), and
+    ``train_log.jsonl``; ``resume=True`` continues from ``out_dir/last_state.pt`` (or give a
+    path). ``model_path``: where the final model (the best validated weights) is saved with
+    ``save_model``. Cancelling stops within one step after saving the state; ``Cancelled`` is
+    raised and ``best.pt`` keeps the best model so far.
+    """
+    cfg.validate()
+    if not data.train:
+        raise ValueError("No training items; annotate at least one image or plane.")
+    if cfg.sampling == "patch":
+        check_patch_size(data.train, cfg.patch_size)
+    device = resolve_device(cfg.device)
+    info = distributed.setup(device.type)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    out = Path(out_dir) if out_dir else (Path(cfg.out_dir) if cfg.out_dir else None)
+    if out is not None and info.is_main:
+        _check_writable(out)
+
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % 2**32)
+    import random
+
+    random.seed(cfg.seed)
+
+    net = model if model is not None else build_model(cfg, data.num_classes)
+    net.to(device).train()
+    optim = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = total_steps(cfg, data, info.world)
+    per_epoch = steps_per_epoch(cfg, data, info.world)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(cfg, total))
+    use_fp16 = cfg.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+
+    start, history, best, bad = 0, [], {"dice": -1.0}, 0
+    if resume:
+        path = Path(resume) if not isinstance(resume, bool) else (out / ckpt.LAST_STATE if out else None)
+        if path is None:
+            raise ValueError("resume=True needs out_dir (where last_state.pt is).")
+        state = ckpt.load_state(path)
+        net.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start, history, best, bad = state["step"], list(state["history"]), dict(state["best"]), state["bad"]
+        ckpt.set_rng_state(state["rng"])
+
+    wrapped: nn.Module = _Stages(net)
+    if info.enabled:
+        wrapped = nn.parallel.DistributedDataParallel(
+            wrapped, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    stream = TrainStream(data.train, cfg, cfg.batch_size, info.world)
+    sampler = StreamSampler(
+        cfg.batch_size, start * cfg.accumulate, (total - start) * cfg.accumulate, info.rank, info.world
+    )
+    loader = DataLoader(
+        stream,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    batches = iter(loader)
+
+    def save_last(step: int) -> None:
+        if out is None or not info.is_main:
+            return
+        ckpt.save_state(
+            out / ckpt.LAST_STATE,
+            {
+                "model": unwrap(net).state_dict(),
+                "optimizer": optim.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "step": step,
+                "history": history,
+                "best": best,
+                "bad": bad,
+                "config": cfg.to_dict(),
+                "num_classes": data.num_classes,
+            },
+        )
+
+    def log(record: dict[str, Any]) -> None:
+        if out is not None and info.is_main:
+            with open(out / "train_log.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    stopped = "finished"
+    t0 = time.perf_counter()
+    images = 0
+    step = start
+    try:
+        for step in range(start, total):
+            check_cancelled(cancel)
+            loss_sum, parts_sum = 0.0, {"map": 0.0, "distance": 0.0, "boundary": 0.0}
+            for micro in range(cfg.accumulate):
+                batch = next(batches)
+                if batch["image"].shape[0] == 1:
+                    batch = _duplicate_single(batch)
+                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                sync = not info.enabled or micro == cfg.accumulate - 1
+                ctx = wrapped.no_sync() if not sync else _null()
+                with ctx:
+                    with autocast(device, cfg.amp):
+                        stages = wrapped(batch["image"])
+                    loss, parts = esdm_loss(stages, batch, cfg.loss, scribble=cfg.label_mode == "scribble")
+                    if not torch.isfinite(loss):
+                        kept = f"; the last good state {out / ckpt.LAST_STATE} is kept" if out else ""
+                        raise TrainingError(
+                            f"The loss became {float(loss)} at step {step + 1}{kept}. Lower the learning "
+                            "rate (--lr), keep gradient clipping on, or turn AMP off (amp: false)."
+                        )
+                    scaler.scale(loss / cfg.accumulate).backward()
+                loss_sum += float(loss.detach()) / cfg.accumulate
+                for k in parts_sum:
+                    parts_sum[k] += parts[k] / cfg.accumulate
+                images += batch["image"].shape[0] * info.world
+            if cfg.clip_value:
+                scaler.unscale_(optim)
+                torch.nn.utils.clip_grad_value_(net.parameters(), cfg.clip_value)
+            scaler.step(optim)
+            scaler.update()
+            optim.zero_grad(set_to_none=True)
+            lr = optim.param_groups[0]["lr"]
+            sched.step()
+
+            done = step + 1
+            epoch = (done - 1) // per_epoch + 1
+            record: dict[str, Any] = {
+                "step": done,
+                "epoch": epoch,
+                "loss": loss_sum,
+                "lr": lr,
+                "parts": parts_sum,
+            }
+            end_of_epoch = done % per_epoch == 0 or done == total
+            if end_of_epoch and data.val:
+                metrics = validate(net, data.val, cfg, device)
+                record["val"] = metrics
+                if metrics["dice"] > best["dice"]:
+                    best = {"dice": metrics["dice"], "step": done, "epoch": epoch, **metrics}
+                    bad = 0
+                    if out is not None and info.is_main:
+                        save_trained(
+                            net, out / ckpt.BEST_MODEL, _model_metadata(cfg, data, [*history, record], best)
+                        )
+                else:
+                    bad += 1
+            history.append(record)
+            log(record)
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / (done - start) * (total - done)
+            record_out = {
+                **record,
+                "eta_s": eta,
+                "images_per_s": images / max(elapsed, 1e-9),
+                "total_steps": total,
+            }
+            if end_of_epoch and cfg.early_stopping and bad >= cfg.early_stopping:
+                stopped = "early_stopping"
+            if done % cfg.checkpoint_every == 0 or done == total or stopped != "finished":
+                save_last(done)
+            val_txt = f", val Dice {record['val']['dice']:.3f}" if "val" in record else ""
+            yield Progress(done / total, f"step {done}/{total}, loss {loss_sum:.4f}{val_txt}", record_out)
+            if stopped != "finished":
+                break
+    except Cancelled:
+        save_last(step)
+        raise
+
+    # The result is the best validated network (the last one when nothing was validated).
+    distributed.barrier(info)  # rank 0 has written best.pt before anyone reads it
+    if out is not None and best.get("step") and (out / ckpt.BEST_MODEL).is_file():
+        from napari_madgnet.training.modelio import load_trained
+
+        best_net = load_trained(out / ckpt.BEST_MODEL, device=device)
+        unwrap(net).load_state_dict(best_net.state_dict())
+    net.eval()
+    saved = None
+    if model_path is not None and info.is_main:
+        saved = save_trained(net, model_path, _model_metadata(cfg, data, history, best))
+    return TrainResult(unwrap(net), history, best if best.get("step") else {}, out, saved, stopped)
+
+
+def train(
+    cfg: TrainConfig,
+    data: TrainData,
+    *,
+    callback: Callable[[Progress], None] | None = None,
+    **kwargs: Any,
+) -> TrainResult:
+    """Run ``iter_train`` to the end, passing each ``Progress`` to ``callback``."""
+    gen = iter_train(cfg, data, **kwargs)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(event)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before training if the output folder cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(
+            f"Cannot write to the output folder {folder} ({exc.strerror or exc}); choose another with --out."
+        ) from exc
+
+
+__all__ = ["TrainData", "TrainResult", "TrainingError", "iter_train", "train", "validate"]

@@ -1,0 +1,144 @@
+"""Evaluating a model on a folder of image/mask pairs: per-image CSV, JSON summary, figures.
+
+The prediction step is one small function (``predict``) so that the inference engine's
+``segment`` can replace it without touching the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_madgnet.io import atomic_path, read_image
+from napari_madgnet.jobs import CancelToken, Progress, check_cancelled
+from napari_madgnet.metrics import mean_metrics, paper_metrics, standard_metrics
+
+
+def predict(model: Any, image: np.ndarray, device: str = "auto") -> np.ndarray:
+    """Probabilities (H, W) of class 1 for one 2-D image (whole-image forward for now)."""
+    from napari_madgnet.training.finetune import predict_probability
+
+    return predict_probability(model, image, device=device)[0]
+
+
+def find_pairs(data: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
+    """``DIR/images`` + ``DIR/masks`` (or ``DIR/image`` + ``DIR/mask``) matched by file name."""
+    from napari_madgnet.training.data import pair_files
+
+    root = Path(data)
+    for img_name, mask_name in (("images", "masks"), ("image", "mask"), ("imgs", "labels")):
+        if (root / img_name).is_dir() and (root / mask_name).is_dir():
+            return pair_files(root / img_name, root / mask_name)
+    raise FileNotFoundError(
+        f"{root}: expected sub-folders images/ and masks/ with files matched by name "
+        "(e.g. images/a.png and masks/a.png)."
+    )
+
+
+def evaluate_folder(
+    model: Any,
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    train_log: str | os.PathLike[str] | None = None,
+    cancel: CancelToken | None = None,
+    callback: Callable[[Progress], None] | None = None,
+) -> dict[str, Any]:
+    """Score every pair, write ``per_image.csv``, ``summary.json`` and PNG figures into ``out``."""
+    pairs = find_pairs(data)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    cases: list[tuple[float, str, np.ndarray, np.ndarray, np.ndarray]] = []
+    for i, (img_path, mask_path) in enumerate(pairs):
+        check_cancelled(cancel)
+        image = np.asarray(read_image(img_path))
+        gt = np.asarray(read_image(mask_path))
+        if gt.ndim == 3:
+            gt = gt[..., 0]
+        prob = predict(model, image, device)
+        paper = paper_metrics(prob, gt)
+        std = standard_metrics(prob, gt)
+        rows.append({"image": img_path.name, **{f"paper_{k}": v for k, v in paper.items()}, **std})
+        cases.append((std["dice"], img_path.name, image, gt, prob))
+        if callback:
+            callback(Progress((i + 1) / len(pairs), f"{img_path.name}: Dice {std['dice']:.3f}"))
+    with atomic_path(out_dir / "per_image.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = {
+        "data": str(data),
+        "images": len(rows),
+        "paper_metrics": {k[6:]: v for k, v in _means(rows).items() if k.startswith("paper_")},
+        "standard_metrics": {k: v for k, v in _means(rows).items() if not k.startswith("paper_")},
+        "model": (getattr(model, "checkpoint_info", None) or {}).get("source"),
+    }
+    with atomic_path(out_dir / "summary.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    write_figures(out_dir, cases, train_log)
+    return summary
+
+
+def _means(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of every numeric column (rows also carry the image name)."""
+    return mean_metrics([{k: v for k, v in r.items() if k != "image"} for r in rows])
+
+
+def write_figures(out: Path, cases: list, train_log: str | os.PathLike[str] | None) -> list[Path]:
+    """Dice histogram, worst and best overlays, and loss curves when a training log is given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        with atomic_path(out / name, overwrite=True) as tmp:
+            fig.savefig(tmp, format="png", bbox_inches="tight", dpi=100)
+        plt.close(fig)
+        written.append(out / name)
+
+    dices = [c[0] for c in cases]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.hist(dices, bins=20, range=(0, 1), color="steelblue")
+    ax.set_xlabel("Dice")
+    ax.set_ylabel("images")
+    ax.set_title(f"Dice over {len(dices)} images (mean {np.mean(dices):.3f})")
+    save(fig, "dice_histogram.png")
+
+    order = sorted(range(len(cases)), key=lambda i: cases[i][0])
+    for tag, picked in (("worst", order[:4]), ("best", order[::-1][:4])):
+        fig, axes = plt.subplots(1, len(picked), figsize=(3.2 * len(picked), 3.4), squeeze=False)
+        for ax, i in zip(axes[0], picked, strict=True):
+            score, name, image, gt, prob = cases[i]
+            ax.imshow(image if image.ndim == 2 else image[..., :3], cmap="gray")
+            ax.contour(gt > 0, levels=[0.5], colors="red", linewidths=0.7)
+            ax.contour(prob >= 0.5, levels=[0.5], colors="lime", linewidths=0.7)
+            ax.set_title(f"{name}\nDice {score:.3f}", fontsize=8)
+            ax.set_axis_off()
+        fig.suptitle(f"{tag} cases: annotation red, prediction green", fontsize=9)
+        save(fig, f"overlay_{tag}.png")
+
+    if train_log is not None:
+        records = [json.loads(line) for line in Path(train_log).read_text().splitlines() if line.strip()]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot([r["step"] for r in records], [r["loss"] for r in records], label="training loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        val = [(r["step"], r["val"]["dice"]) for r in records if "val" in r]
+        if val:
+            ax2 = ax.twinx()
+            ax2.plot(*zip(*val, strict=True), "o-", color="darkorange", label="validation Dice")
+            ax2.set_ylabel("validation Dice")
+        ax.set_title("training")
+        save(fig, "loss_curves.png")
+    return written

@@ -1,0 +1,459 @@
+"""The Segment dock widget: pick an image, a model and a scope; get a Labels layer.
+
+Thin on purpose: the controls fill an ``inference.InferenceConfig``; ``inference.iter_segment``
+runs in a thread worker; the result goes into layers on the GUI thread. The probabilities of the
+last run are kept, so moving the threshold or the clean-up settings re-labels at once (in a
+worker, without the network).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_madgnet.inference import GEOMETRIES, InferenceConfig, PostprocessConfig, guess_axes, postprocess
+from napari_madgnet.preprocess import METHODS
+from napari_madgnet.widgets import _layers
+from napari_madgnet.widgets._common import (
+    DeviceCombo,
+    HubLink,
+    LayerCombo,
+    ModelCombo,
+    describe_exception,
+    notify_error,
+    notify_info,
+)
+from napari_madgnet.widgets._models import ModelCache
+from napari_madgnet.widgets._scope import SCOPES, Region, compute_region, layer_position, visible_rect
+from napari_madgnet.widgets._worker import Job
+
+FROM_MODEL = "from model"
+
+
+def _segment_job(token: Any, image: Any, model_ref: str, config: InferenceConfig, cache: ModelCache):
+    """Worker body: load (or reuse) the model, then run the core's generator."""
+    from napari_madgnet.inference import iter_segment
+    from napari_madgnet.jobs import Progress
+
+    yield Progress(0.0, "Loading the model")
+    model = cache.get(model_ref)
+    try:
+        return (yield from iter_segment(image, model, config, cancel=token))
+    finally:
+        cache.release()
+
+
+def layer_axes(layer: Any) -> str:
+    """The axes guess for a layer: RGB layers end in C; others as ``inference.guess_axes``."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    ndim = len(data.shape)
+    if getattr(layer, "rgb", False):
+        return {3: "YXC", 4: "ZYXC", 5: "TZYXC"}.get(ndim, "")
+    try:
+        return guess_axes(tuple(data.shape))
+    except ValueError:
+        return ""
+
+
+@dataclass
+class LastRun:
+    """What re-thresholding needs: the cached result and where its mask went."""
+
+    result: Any
+    image_name: str
+    region: Region
+    place: dict[str, Any]
+    mask_layer: Any = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class SegmentWidget(QWidget):
+    """Segment the chosen image layer with a MADGNet model."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.job: Job | None = None
+        self.last: LastRun | None = None
+        self.model_cache = ModelCache()
+        self._post_generation = 0
+        self._post_worker: Any = None
+        self.forced_new_layer = False
+        self._build()
+        self.hub_link = HubLink(self, self._on_model_saved)
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(150)
+        self._debounce.timeout.connect(self.repostprocess)
+        for signal in (
+            self.threshold.valueChanged,
+            self.fill_holes.toggled,
+            self.min_size.valueChanged,
+            self.largest.toggled,
+            self.instances.toggled,
+        ):
+            signal.connect(self._debounce.start)
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
+        self._on_image_changed()
+
+    # ------------------------------------------------------------------ building
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        box, form = _group("Input")
+        self.image_combo = LayerCombo(self.viewer, (Image,))
+        self.axes_edit = QLineEdit()
+        self.axes_edit.setToolTip("Axes of the layer data, e.g. YX, YXC (RGB), ZYX, TZYX, CYX.")
+        self.channel = QSpinBox()
+        self.channel.setRange(-1, 64)
+        self.channel.setSpecialValueText("grey / RGB")
+        self.channel.setValue(-1)
+        self.scope = QComboBox()
+        self.scope.addItems(SCOPES)
+        form.addRow("Image", self.image_combo)
+        form.addRow("Axes", self.axes_edit)
+        form.addRow("Channel", self.channel)
+        form.addRow("Scope", self.scope)
+        layout.addWidget(box)
+
+        box, form = _group("Model")
+        self.model_combo = ModelCombo()
+        self.device = DeviceCombo()
+        form.addRow("Model", self.model_combo)
+        form.addRow("Device", self.device)
+        form.addRow(self.device.note)
+        layout.addWidget(box)
+
+        box, form = _group("Geometry")
+        self.geometry = QComboBox()
+        self.geometry.addItems(GEOMETRIES)
+        self.size = QSpinBox()
+        self.size.setRange(0, 4096)
+        self.size.setSingleStep(32)
+        self.size.setSpecialValueText("from model")
+        self.overlap = QDoubleSpinBox()
+        self.overlap.setRange(0.0, 0.9)
+        self.overlap.setSingleStep(0.05)
+        self.overlap.setValue(0.25)
+        self.normalization = QComboBox()
+        self.normalization.addItems([FROM_MODEL, *METHODS])
+        form.addRow("Geometry", self.geometry)
+        form.addRow("Size (px)", self.size)
+        form.addRow("Tile overlap", self.overlap)
+        form.addRow("Intensities", self.normalization)
+        layout.addWidget(box)
+
+        box, form = _group("Post-processing (instant, no re-run)")
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.fill_holes = QCheckBox("fill holes")
+        self.largest = QCheckBox("largest object only")
+        self.instances = QCheckBox("instance labels")
+        self.min_size = QSpinBox()
+        self.min_size.setRange(0, 10_000_000)
+        self.min_size.setSuffix(" px")
+        form.addRow("Threshold", self.threshold)
+        form.addRow("Minimum size", self.min_size)
+        form.addRow(self.fill_holes)
+        form.addRow(self.largest)
+        form.addRow(self.instances)
+        layout.addWidget(box)
+
+        box, form = _group("Output")
+        self.new_layer = QCheckBox("new layer (keep earlier results)")
+        self.probability = QCheckBox("probability layer")
+        form.addRow(self.new_layer)
+        form.addRow(self.probability)
+        layout.addWidget(box)
+
+        row = QHBoxLayout()
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        row.addWidget(self.run_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    # ------------------------------------------------------------------ settings
+    def _on_image_changed(self, *_: Any) -> None:
+        layer = self.image_combo.layer()
+        self.axes_edit.setText(layer_axes(layer) if layer is not None else "")
+
+    def _on_model_saved(self, name: str) -> None:
+        self.model_combo.refresh()
+
+    def showEvent(self, event: Any) -> None:
+        self.hub_link.update()
+        self.model_combo.refresh()
+        super().showEvent(event)
+
+    def postprocess_config(self) -> PostprocessConfig:
+        return PostprocessConfig(
+            threshold=self.threshold.value(),
+            fill_holes=self.fill_holes.isChecked(),
+            min_size=self.min_size.value(),
+            largest=self.largest.isChecked(),
+            instances=self.instances.isChecked(),
+        )
+
+    def inference_config(self, axes: str) -> InferenceConfig:
+        size = self.size.value() or None
+        norm = self.normalization.currentText()
+        return InferenceConfig(
+            axes=axes,
+            channel=None if self.channel.value() < 0 else self.channel.value(),
+            normalization=None if norm == FROM_MODEL else norm,
+            geometry=self.geometry.currentText(),
+            input_size=size,
+            tile_size=size,
+            overlap=self.overlap.value(),
+            device=self.device.value(),
+            postprocess=self.postprocess_config(),
+        )
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> Job | None:
+        """Start a run in a worker; problems are shown as notifications and nothing starts."""
+        if self.job is not None and self.job.running:
+            notify_info("A segmentation is already running; wait for it or press Cancel.")
+            return None
+        try:
+            layer, axes, region, config, model_ref = self._prepare()
+        except ValueError as exc:
+            notify_error(str(exc))
+            self.status.setText(str(exc))
+            return None
+        data = layer.data[0] if layer.multiscale else layer.data
+        image = data[region.key]
+        place = _layers.placement(layer, _channel_of(axes, layer))
+        info = {"image": layer.name, "scope": self.scope.currentText(), "region": _describe(region.key)}
+        self.job = Job(
+            _segment_job,
+            image,
+            model_ref,
+            config,
+            self.model_cache,
+            description=f"Segmenting {layer.name}",
+            on_progress=lambda p: self.status.setText(p.message),
+            on_done=lambda result: self._on_done(result, layer.name, region, place, info),
+            on_cancelled=lambda: self.status.setText("Cancelled; nothing was written."),
+            on_error=self._on_error,
+            on_finally=self._on_finally,
+        )
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"Segmenting {layer.name} ({self.scope.currentText()})...")
+        return self.job.start()
+
+    def run_with(self, model_ref: str, image_layer: Any) -> Job | None:
+        """Select a model and an image, then run (the Fine-tune widget's "segment when done")."""
+        self.model_combo.refresh(select=model_ref)
+        if image_layer is not None:
+            self.image_combo.set_layer(image_layer)
+        return self.run()
+
+    def cancel(self) -> None:
+        if self.job is not None and self.job.running:
+            self.status.setText("Cancelling...")
+            self.job.cancel()
+
+    def _prepare(self) -> tuple[Any, str, Region, InferenceConfig, str]:
+        layer = self.image_combo.layer()
+        if layer is None:
+            raise ValueError(
+                "No image layer to segment: open an image (File > Open) or the nuclei sample "
+                "(File > Open Sample > MADGNet), then pick it in 'Image'."
+            )
+        model_ref = self.model_combo.value()
+        if model_ref is None:
+            raise ValueError(
+                "No model chosen: import the released models (`madgnet models import-official DIR`), "
+                "fine-tune one with the Fine-tune widget, or pick 'Load from file...'."
+            )
+        axes = self.axes_edit.text().strip().upper() or layer_axes(layer)
+        data = layer.data[0] if layer.multiscale else layer.data
+        position = layer_position(layer, np.asarray(self.viewer.dims.point), axes)
+        scope = self.scope.currentText()
+        view = visible_rect(self.viewer, layer, axes) if scope == "part in view" else None
+        region = compute_region(tuple(data.shape), axes, scope, position, view)
+        return layer, axes, region, self.inference_config(region.axes), model_ref
+
+    def _on_error(self, exc: BaseException) -> None:
+        message = describe_exception(exc)
+        self.status.setText(message)
+        notify_error(f"Segmentation failed: {message}")
+
+    def _on_finally(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _on_done(self, result: Any, image_name: str, region: Region, place: dict, info: dict) -> None:
+        metadata = {"madgnet_provenance": {**result.provenance, "widget": info}}
+        self.last = LastRun(result, image_name, region, place, metadata=metadata)
+        if self._write_mask(np.asarray(result.mask), new=self.new_layer.isChecked()) is None:
+            self.status.setText("Not written: the edited labels were kept.")
+            return
+        if self.probability.isChecked():
+            self._write_probability(np.asarray(result.probabilities))
+        prov = result.provenance.get("resolved", {})
+        self.status.setText(
+            f"Done in {prov.get('seconds', '?')} s on {prov.get('device', '?')} "
+            f"({prov.get('geometry', '?')}). Move the threshold to re-label instantly."
+        )
+
+    # ------------------------------------------------------------------ outputs
+    def ask_overwrite(self, layer_name: str) -> str:
+        """Ask before replacing edited labels: "overwrite", "new" or "cancel" (tests replace this)."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Warning)
+        box.setWindowTitle("Edited labels")
+        box.setText(
+            f"The labels layer '{layer_name}' was edited by hand (or not made by MADGNet). "
+            "Overwrite it with the new result, or write the result to a new layer?"
+        )
+        overwrite = box.addButton("Overwrite", QMessageBox.DestructiveRole)
+        new = box.addButton("New layer", QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(new)
+        box.exec_()
+        clicked = box.clickedButton()
+        return "overwrite" if clicked is overwrite else "new" if clicked is new else "cancel"
+
+    def _write_mask(self, mask: np.ndarray, new: bool = False) -> Any:
+        last = self.last
+        assert last is not None
+        name = _layers.output_name(last.image_name)
+        layer = last.mask_layer if last.mask_layer in self.viewer.layers else None
+        if layer is None and not new:
+            layer = _layers.find_layer(self.viewer, name, Labels)
+        if layer is not None and tuple(layer.data.shape) != last.region.out_shape:
+            layer = None
+        if layer is not None and _layers.is_user_edited(layer):
+            answer = self.ask_overwrite(layer.name)
+            if answer == "cancel":
+                return None
+            if answer == "new":
+                layer = None
+        layer = _layers.write_region(
+            self.viewer,
+            layer=layer,
+            name=name,
+            full_shape=last.region.out_shape,
+            region=last.region.out_key,
+            values=mask,
+            kind="labels",
+            place=last.place,
+            metadata=last.metadata,
+        )
+        _layers.mark(layer, role="mask", image=last.image_name)
+        last.mask_layer = layer
+        return layer
+
+    def _write_probability(self, probabilities: np.ndarray) -> Any:
+        last = self.last
+        assert last is not None
+        k = probabilities.shape[0]
+        place = dict(last.place)
+        if k == 1:
+            values, full, region = probabilities[0], last.region.out_shape, last.region.out_key
+        else:
+            values, full = probabilities, (k, *last.region.out_shape)
+            region = (slice(None), *last.region.out_key)
+            place = {"scale": [1.0, *place["scale"]], "translate": [0.0, *place["translate"]]}
+        name = _layers.output_name(last.image_name, "probability")
+        layer = None if self.new_layer.isChecked() else _layers.find_layer(self.viewer, name, Image)
+        if layer is not None and tuple(layer.data.shape) != full:
+            layer = None
+        return _layers.write_region(
+            self.viewer,
+            layer=layer,
+            name=name,
+            full_shape=full,
+            region=region,
+            values=values.astype(np.float32, copy=False),
+            kind="image",
+            place=place,
+            metadata=last.metadata,
+        )
+
+    # ------------------------------------------------------------------ re-thresholding
+    def repostprocess(self) -> Any:
+        """Re-label the cached probabilities with the current settings, in a worker."""
+        if self.last is None or (self.job is not None and self.job.running):
+            return None
+        config = self.postprocess_config()
+        self._post_generation += 1
+        generation = self._post_generation
+        worker = create_worker(
+            postprocess, self.last.result.probabilities, config, _start_thread=False, _ignore_errors=True
+        )
+        worker.returned.connect(lambda mask: self._on_repostprocessed(mask, config, generation))
+        worker.errored.connect(self._on_error)
+        self._post_worker = worker
+        worker.start()
+        return worker
+
+    def _on_repostprocessed(self, mask: np.ndarray, config: PostprocessConfig, generation: int) -> None:
+        if generation != self._post_generation or self.last is None:
+            return  # a newer setting is on its way
+        self.last.result = _with_mask(self.last.result, mask, config)
+        prov = self.last.metadata.get("madgnet_provenance", {})
+        cfg = dict(prov.get("config", {}), postprocess=config.to_dict())
+        self.last.metadata = {"madgnet_provenance": {**prov, "config": cfg}}
+        if self._write_mask(np.asarray(mask)) is not None:
+            self.status.setText(f"Re-labelled at threshold {config.threshold:.2f} (network not re-run).")
+
+
+def _with_mask(result: Any, mask: Any, config: PostprocessConfig) -> Any:
+    from dataclasses import replace
+
+    return replace(result, mask=mask, config=replace(result.config, postprocess=config))
+
+
+def _group(title: str) -> tuple[QGroupBox, QFormLayout]:
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    form.setContentsMargins(6, 4, 6, 4)
+    return box, form
+
+
+def _channel_of(axes: str, layer: Any) -> int | None:
+    """The channel axis of a non-RGB layer's data, which the mask does not have."""
+    return axes.index("C") if "C" in axes and not layer.rgb else None
+
+
+def _describe(key: tuple[Any, ...]) -> list[Any]:
+    out: list[Any] = []
+    for k in key:
+        if isinstance(k, slice):
+            out.append([k.start, k.stop] if (k.start is not None or k.stop is not None) else ":")
+        else:
+            out.append(int(k))
+    return out

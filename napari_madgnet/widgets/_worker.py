@@ -1,0 +1,115 @@
+"""One long job at a time, off the GUI thread: a core generator in a napari thread worker.
+
+The core's engines yield ``jobs.Progress`` and return their result; ``Job`` runs such a generator
+in ``napari.qt.threading.create_worker``, mirrors each report in a napari progress bar, and calls
+back on the GUI thread when the job yields, returns, is cancelled or fails. Cancelling sets the
+core's ``CancelToken``, which the engines poll between tiles, planes and steps.
+
+While a job runs, the objects that exist when it starts (napari's, in the hundreds of thousands)
+are frozen out of Python's garbage collector: a full collection triggered by the worker's
+allocations would otherwise scan them all while holding the GIL, freezing the window for
+0.2-0.4 s (measured by ``benchmarks/bench_responsiveness.py``). They are unfrozen when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import traceback
+from collections.abc import Callable, Generator
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils import progress as napari_progress
+
+from napari_madgnet.jobs import Cancelled, CancelToken, Progress
+
+STEPS = 1000  # resolution of the napari progress bar
+
+
+class Job:
+    """A running job: ``cancel()`` asks it to stop; callbacks run on the GUI thread.
+
+    ``func(token, *args)`` must be a generator function; it yields ``Progress`` and returns the
+    result. ``on_done(result)``, ``on_cancelled()``, ``on_error(exc)`` and ``on_progress(p)`` are
+    optional; ``on_finally()`` always runs last.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Generator[Progress, None, Any]],
+        *args: Any,
+        description: str,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_done: Callable[[Any], None] | None = None,
+        on_cancelled: Callable[[], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_finally: Callable[[], None] | None = None,
+    ) -> None:
+        self.token = CancelToken()
+        self.description = description
+        self._on_progress = on_progress
+        self._on_done = on_done
+        self._on_cancelled = on_cancelled
+        self._on_error = on_error
+        self._on_finally = on_finally
+        self._bar: Any = None
+        self._done_steps = 0
+        self.running = False
+        self.worker = create_worker(func, self.token, *args, _start_thread=False, _ignore_errors=True)
+        self.worker.yielded.connect(self._yielded)
+        self.worker.returned.connect(self._returned)
+        self.worker.errored.connect(self._errored)
+        self.worker.finished.connect(self._finished)
+
+    def start(self) -> Job:
+        self._bar = napari_progress(total=STEPS, desc=self.description)
+        self.running = True
+        gc.freeze()
+        self.worker.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the job to stop at its next check point; the callbacks still arrive."""
+        self.token.cancel()
+
+    def _yielded(self, report: Any) -> None:
+        if not isinstance(report, Progress):
+            return
+        bar = self._bar  # updating the bar may process events, and the job may finish meanwhile
+        if bar is not None:
+            target = round(max(0.0, min(1.0, report.fraction)) * STEPS)
+            if target > self._done_steps:
+                self._done_steps, step = target, target - self._done_steps
+                bar.update(step)
+            if report.message:
+                bar.set_description(f"{self.description}: {report.message}")
+        if self._on_progress is not None:
+            self._on_progress(report)
+
+    def _returned(self, result: Any) -> None:
+        if self.token.cancelled and result is None:
+            if self._on_cancelled:
+                self._on_cancelled()
+            return
+        if self._on_done is not None:
+            self._on_done(result)
+
+    def _errored(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            if self._on_cancelled:
+                self._on_cancelled()
+            return
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+        if self._on_error is not None:
+            self._on_error(exc)
+
+    def _finished(self) -> None:
+        self.running = False
+        gc.unfreeze()
+        if self._bar is not None:
+            with contextlib.suppress(Exception):
+                self._bar.close()
+            self._bar = None
+        if self._on_finally is not None:
+            self._on_finally()

@@ -1,0 +1,86 @@
+"""The engine with the real MADGNet on tiny patches: resume, cancel, NaN, batch 1, classes, saving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_madgnet.jobs import Cancelled, CancelToken
+from napari_madgnet.training import TrainingError, data_from_arrays, iter_train, train
+from napari_madgnet.training import engine as engine_mod
+
+from .conftest import blobs
+
+
+def _losses(history: list[dict]) -> list[float]:
+    return [round(r["loss"], 6) for r in history]
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path, tiny_cfg) -> None:
+    image, labels = blobs()
+    data = data_from_arrays(image, labels, tiny_cfg)
+    straight = train(tiny_cfg, data, out_dir=tmp_path / "a")
+
+    token = CancelToken()
+    gen = iter_train(tiny_cfg, data, out_dir=tmp_path / "b", cancel=token)
+    events = []
+    with pytest.raises(Cancelled):
+        for event in gen:
+            events.append(event)
+            if event.details["step"] == 1:
+                token.cancel()
+    assert len(events) == 1 and events[0].details["eta_s"] >= 0
+    assert (tmp_path / "b" / "best.pt").is_file()  # a usable model survives the cancel
+    state = torch.load(tmp_path / "b" / "last_state.pt", weights_only=True)
+    assert state["step"] == 1 and isinstance(state["rng"]["torch"], torch.Tensor)
+
+    resumed = train(tiny_cfg, data, out_dir=tmp_path / "b", resume=True)
+    assert _losses(resumed.history) == _losses(straight.history)
+    assert len(straight.history) == 2 and "val" in straight.history[1]
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_nan_loss_stops_and_keeps_last_good_state(tmp_path, tiny_cfg, monkeypatch) -> None:
+    image, labels = blobs()
+    data = data_from_arrays(image, labels, tiny_cfg)
+    real = engine_mod.esdm_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan"), parts) if calls["n"] == 2 else (loss, parts)
+
+    monkeypatch.setattr(engine_mod, "esdm_loss", flaky)
+    with pytest.raises(TrainingError, match="loss became nan at step 2"):
+        train(tiny_cfg, data, out_dir=tmp_path)
+    assert torch.load(tmp_path / "last_state.pt", weights_only=True)["step"] == 1
+
+
+def test_batch_one_nested_classes_and_saved_model(tmp_path, tiny_cfg) -> None:
+    from napari_madgnet.model import load_model
+
+    image, labels = blobs()
+    nested = (labels > 0).astype(np.uint8)
+    nested[labels % 2 == 1] = 2  # inner class painted over the outer one
+    nested[labels == 0] = 0
+    cfg = tiny_cfg.replace(label_mode="nested", batch_size=1, accumulate=2, max_steps=1, backbone="resnet50")
+    data = data_from_arrays(image, nested, cfg)
+    assert data.num_classes == 2
+    result = train(cfg, data, out_dir=tmp_path / "run", model_path=tmp_path / "m.pt")
+    model = load_model(tmp_path / "m.pt")
+    assert model.num_classes == 2
+    prov = model.checkpoint_info["provenance"]
+    assert prov["recipe"]["label_mode"] == "nested" and prov["steps"] == 1 and "trained_on" in prov
+    assert model.checkpoint_info["preprocessing"]["channels"] == 1
+    assert result.model_path == tmp_path / "m.pt"
+
+
+def test_unwritable_output_fails_before_training(tmp_path, tiny_cfg) -> None:
+    image, labels = blobs()
+    data = data_from_arrays(image, labels, tiny_cfg)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PermissionError, match="Cannot write"):
+        next(iter_train(tiny_cfg, data, out_dir=tmp_path / "file" / "run"))

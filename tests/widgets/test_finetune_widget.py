@@ -1,0 +1,101 @@
+"""The Fine-tune dock in a real napari viewer (Xvfb): shape checks, training, Stop, hand-over."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+PLUGIN = "napari-madgnet"
+
+
+def _finetune(viewer, **settings):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune")
+    widget.patch.setValue(64)
+    widget.batch.setValue(2)
+    widget.augment.setChecked(False)
+    widget.length_unit.setCurrentText("steps")
+    for name, value in settings.items():
+        getattr(widget, name).setValue(value)
+    return widget
+
+
+@pytest.fixture
+def nuclei(make_napari_viewer):
+    """A viewer with the bundled sample, cropped to 192 x 192 to keep 2 CPU cores quick."""
+    from napari_madgnet.sample_data import load_nuclei
+
+    image, labels = load_nuclei()
+    viewer = make_napari_viewer()
+    viewer.add_image(image[:192, :192], name="nuclei")
+    viewer.add_labels(labels[:192, :192], name="nuclei annotation")
+    return viewer
+
+
+def test_mismatched_labels_are_flagged_when_picked(make_napari_viewer, errors) -> None:
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.float32), name="img")
+    viewer.add_labels(np.zeros((32, 64), np.uint8), name="other")
+    widget = _finetune(viewer)
+    assert "do not match" in widget.shape_note.text()
+    assert not widget.start_button.isEnabled()
+    assert widget.start() is None
+    assert "do not match" in errors[-1] and "pick the labels drawn on this image" in errors[-1]
+
+
+def test_finetune_stops_keeps_the_best_model_and_lists_it(
+    nuclei, qtbot, tiny_model, wait_job, errors
+) -> None:
+    from napari_madgnet.paths import models_dir
+
+    viewer = nuclei
+    widget = _finetune(viewer, length=40, validate_every=2)
+    widget.base_model.refresh(select=tiny_model)
+    widget.segment_after.setChecked(False)
+    widget.name_edit.setText("nuclei-ft-stop")
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    assert segment.model_combo.findData("nuclei-ft-stop") < 0
+    steps: list[int] = []
+    job = widget.start()
+    assert job is not None
+    job.worker.yielded.connect(lambda p: steps.append(p.details.get("step", 0)))
+    qtbot.waitUntil(lambda: max(steps, default=0) >= 3, timeout=120_000)
+    widget.stop()
+    wait_job(widget)
+    assert errors == []
+    assert max(steps) <= 5, "Stop must end training within one step"
+    outcome = widget.last_outcome
+    assert outcome is not None and outcome.stopped == "stopped"
+    assert outcome.model_path == models_dir() / "nuclei-ft-stop.pt" and outcome.model_path.is_file()
+    assert segment.model_combo.findData("nuclei-ft-stop") >= 0  # listed at once
+    assert widget.plot.steps and widget.plot.dices  # the live plot got loss and Dice
+
+
+def test_sparse_stack_trains_then_segments_with_the_new_model(
+    make_napari_viewer, tiny_model, wait_job, errors
+) -> None:
+    from napari_madgnet.sample_data import load_nuclei
+
+    image, labels = load_nuclei()
+    stack = np.stack([image[:96, :96], image[96:192, :96], image[192:288, :96]])
+    sparse = np.zeros(stack.shape, np.uint16)
+    sparse[0], sparse[2] = labels[:96, :96], labels[192:288, :96]  # the middle slice is not annotated
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="stack")
+    viewer.add_labels(sparse, name="sparse")
+    widget = _finetune(viewer, length=2, validate_every=2)
+    widget.base_model.refresh(select="scratch")
+    widget.encoder.setCurrentText("resnet50")
+    widget.name_edit.setText("stack-ft")
+    widget.start()
+    wait_job(widget)
+    assert errors == []
+    assert widget.last_outcome.stopped == "finished" and widget.last_outcome.model_path.is_file()
+    from napari_madgnet.model import read_checkpoint_info
+
+    trained_on = read_checkpoint_info(widget.last_outcome.model_path)["provenance"]["trained_on"]
+    assert "2 annotated plane(s)" in trained_on
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    assert segment.model_combo.value() == "stack-ft"
+    wait_job(segment)
+    assert viewer.layers["stack mask"].data.shape == stack.shape
+    assert errors == []

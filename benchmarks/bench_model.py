@@ -150,11 +150,11 @@ def cpu_forward_comparison(args: argparse.Namespace) -> dict[str, Any]:
     folded_cl = fold_batchnorm(model).to(memory_format=torch.channels_last)
 
     def released() -> torch.Tensor:
-        model.set_reference_attention(True)
+        model.set_reference_mode(True)
         try:
             return model(x)
         finally:
-            model.set_reference_attention(False)
+            model.set_reference_mode(False)
 
     variants: dict[str, Callable[[], torch.Tensor]] = {
         "released-style attention loop": released,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,6 +18,27 @@ POOLED_SIZE_BY_CHANNELS = {32: 112, 64: 56, 128: 28, 256: 14, 512: 7}
 PRODUCT_CHUNK = 1 << 20
 
 
+@lru_cache(maxsize=64)
+def _pooling_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) matrix of 1-D adaptive average pooling (PyTorch's bin edges)."""
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def adaptive_avg_pool_matmul(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``adaptive_avg_pool2d(x, size)`` as two small matrix products (separable bins).
+
+    Same bins and weights; 2-4x faster on CPU for the shapes used here, in particular when the
+    map is smaller than ``size`` (adaptive pooling then upsamples).
+    """
+    rows = _pooling_matrix(x.shape[-2], size).to(x.device, x.dtype)
+    cols = _pooling_matrix(x.shape[-1], size).to(x.device, x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.T)
+
+
 class MultiFrequencyChannelAttention(nn.Module):
     """Channel gate from DCT-weighted average, max and min pooling (MFCA).
 
@@ -25,7 +48,8 @@ class MultiFrequencyChannelAttention(nn.Module):
     (``fc``, no bias) and summed; a sigmoid of the sum scales the input channels.
 
     The filters are a non-persistent buffer (not in ``state_dict``). ``vectorised=False`` runs the
-    released per-filter loop; it exists only to benchmark against the release.
+    released computation (adaptive pooling kernel, per-filter loop); it exists only to benchmark
+    against the release.
     """
 
     def __init__(
@@ -52,10 +76,12 @@ class MultiFrequencyChannelAttention(nn.Module):
 
     def descriptors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Filter-averaged (avg, max, min) spatial poolings of ``x * filter``, each ``(B, C)``."""
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.adaptive_avg_pool2d(x, self.size)
         if not self.vectorised:
+            if x.shape[-2:] != (self.size, self.size):
+                x = F.adaptive_avg_pool2d(x, self.size)
             return self._descriptors_loop(x)
+        if x.shape[-2:] != (self.size, self.size):
+            x = adaptive_avg_pool_matmul(x, self.size)
         b, c = x.shape[:2]
         avg = torch.einsum("bchw,hw->bc", x, self.mean_filter.to(x.dtype)) / (self.size * self.size)
         rows = x.reshape(b * c, 1, -1)
@@ -184,7 +210,7 @@ class MFMSAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         pools = branch_pools(size[0], self.scale_branches, self.min_resolution)
-        total: torch.Tensor | None = None
+        branches: list[torch.Tensor] = []
         for s in range(self.scale_branches):
             f = F.avg_pool2d(x, 2**s) if pools[s] else x
             f = self.multi_scale_branches[s](f)
@@ -195,6 +221,10 @@ class MFMSAttention(nn.Module):
             f = self.multi_frequency_branches_conv2[s](f)
             if f.shape[-2:] != size:
                 f = F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-            total = f if total is None else total + f
-        assert total is not None
-        return total / self.scale_branches + x
+            branches.append(f)
+        # Branch outputs may be saved for backward (in-place ReLU results): the first sum makes
+        # a new tensor, which the rest may then update in place.
+        total = branches[0] + branches[1] if len(branches) > 1 else branches[0].clone()
+        for f in branches[2:]:
+            total += f
+        return total.div_(self.scale_branches).add_(x)

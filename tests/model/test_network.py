@@ -62,16 +62,16 @@ def test_other_encoders_reference_outputs(official_model, backbone: str) -> None
     assert relative_error(out, reference()[f"{backbone}/test/rgb256"]) <= TOLERANCE
 
 
-def test_released_style_attention_loop_agrees(official_model) -> None:
+def test_reference_mode_agrees(official_model) -> None:
     model = official_model("resnest50")
     x = make_input((1, 3, 64, 96), seed=3)
     with torch.no_grad():
         fast = model(x)
-        model.set_reference_attention(True)
+        model.set_reference_mode(True)
         try:
             slow = model(x)
         finally:
-            model.set_reference_attention(False)
+            model.set_reference_mode(False)
     assert float((fast - slow).abs().max() / slow.std()) <= 1e-4
 
 
@@ -165,3 +165,20 @@ def test_core_does_not_import_gui_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("size", [(176, 176), (17, 40), (33, 33)])
+def test_fast_stem_pool_equals_max_pool(size) -> None:
+    from napari_madgnet.model.encoders.common import max_pool_3x3_s2
+
+    x = torch.randn(2, 8, *size)
+    assert torch.equal(max_pool_3x3_s2(x), torch.nn.functional.max_pool2d(x, 3, 2, 1))
+
+
+def test_matmul_pooling_equals_adaptive_pooling() -> None:
+    from napari_madgnet.model.attention import adaptive_avg_pool_matmul
+
+    for h, w, n in [(176, 176, 112), (44, 60, 112), (22, 22, 14), (13, 9, 7)]:
+        x = torch.randn(1, 4, h, w)
+        ref = torch.nn.functional.adaptive_avg_pool2d(x, n)
+        assert torch.allclose(adaptive_avg_pool_matmul(x, n), ref, atol=1e-6)

@@ -49,8 +49,8 @@ class Res2NetBottleneck(nn.Module):
             outs.append(F.relu(bn(conv(inp)), inplace=True))
         outs.append(self.pool(slices[-1]) if self.pool is not None else slices[-1])
         out = self.bn3(self.conv3(torch.cat(outs, dim=1)))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity, inplace=True)
+        out += x if self.downsample is None else self.downsample(x)
+        return F.relu(out, inplace=True)
 
 
 class Res2Net50(Encoder):
@@ -63,8 +63,13 @@ class Res2Net50(Encoder):
         in_ch = 64
         for index, (planes, depth) in enumerate(zip((64, 128, 256, 512), depths, strict=True)):
             stride = 1 if index == 0 else 2
+            pool = (  # a 1x1 pool at stride 1 does nothing; index 0 holds no weights
+                nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+                if stride > 1
+                else nn.Identity()
+            )
             shortcut = nn.Sequential(
-                nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
+                pool,
                 nn.Conv2d(in_ch, planes * 4, 1, bias=False),
                 nn.BatchNorm2d(planes * 4),
             )

@@ -75,14 +75,20 @@ class ResNeStBottleneck(nn.Module):
         if self.avd_layer is not None:
             out = self.avd_layer(out)
         out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return F.relu(out + identity, inplace=True)
+        out += x if self.downsample is None else self.downsample(x)
+        return F.relu(out, inplace=True)
 
 
 def _avg_down(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
-    """Shortcut projection of ResNet-D: average pool (identity at stride 1), 1x1 conv, BN."""
+    """Shortcut projection of ResNet-D: average pool (a 1x1 pool, i.e. nothing, at stride 1),
+    1x1 conv, BN. Index 0 holds no weights, so the keys stay ``downsample.1/2``."""
+    pool = (
+        nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+        if stride > 1
+        else nn.Identity()
+    )
     return nn.Sequential(
-        nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
+        pool,
         nn.Conv2d(in_ch, out_ch, 1, bias=False),
         nn.BatchNorm2d(out_ch),
     )

@@ -130,7 +130,8 @@ def validate(
             from napari_madgnet.training.data import _resize
 
             image, target, valid = _resize(image, target, valid, cfg.patch_size)
-        pred = (predict_logits(model, image, device, cfg.amp) >= 0).numpy()
+        tile = cfg.patch_size if cfg.sampling == "patch" else None
+        pred = (predict_logits(model, image, device, cfg.amp, tile) >= 0).numpy()
         dices = []
         for k in range(target.shape[0]):
             v = valid[k] > 0
@@ -160,6 +161,7 @@ def _model_metadata(cfg: TrainConfig, data: TrainData, history: list[dict], best
         "preprocessing": {
             "normalization": cfg.normalization,
             "input_size": cfg.patch_size if cfg.sampling == "resize" else None,
+            "tile_size": cfg.patch_size if cfg.sampling == "patch" else None,
             "channels": data.channels,
             "label_mode": cfg.label_mode,
             "num_classes": data.num_classes,

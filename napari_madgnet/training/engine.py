@@ -106,12 +106,14 @@ def total_steps(cfg: TrainConfig, data: TrainData, world: int = 1) -> int:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, image: np.ndarray, device: torch.device, amp: bool = True
+    model: nn.Module, image: np.ndarray, device: torch.device, amp: bool = True, tile: int | None = None
 ) -> torch.Tensor:
-    """Whole-image forward of a (C, H, W) [0, 1] array -> (K, H, W) float logits on the CPU."""
+    """Forward of a (C, H, W) [0, 1] array (tiled like deployment) -> (K, H, W) logits on the CPU."""
+    from napari_madgnet.training.finetune import tiled_logits
+
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
     with autocast(device, amp):
-        out = model(x)
+        out = tiled_logits(model, x, tile)
     return out[0].float().cpu()
 
 

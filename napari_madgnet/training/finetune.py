@@ -96,7 +96,7 @@ def iter_finetune(
     ``out``: the model file to write (default: a new file in ``paths.models_dir()``, where the
     registry lists it); ``work_dir``: checkpoints and the log (default: ``<out stem>_run/``).
     """
-    cfg = config or TrainConfig.finetune()
+    cfg = config or TrainConfig.finetune(from_model=str(from_model) if from_model else None)
     if from_model is not None:
         cfg = cfg.replace(from_model=str(from_model))
     check_start_model(cfg)

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from napari_madgnet.io import read_image
     from napari_madgnet.training import TrainConfig, finetune
 
-    cfg = TrainConfig.from_yaml(args.config) if args.config else TrainConfig.finetune()
+    preset = TrainConfig.finetune(from_model=args.from_model)
+    cfg = TrainConfig.from_yaml(args.config) if args.config else preset
     mapping = {
         "label_mode": args.label_mode,
         "backbone": args.backbone,

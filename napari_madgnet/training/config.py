@@ -129,7 +129,10 @@ class TrainConfig:
     def finetune(cls, **overrides: Any) -> TrainConfig:
         """A few annotated images: patches, strong augmentation, early stopping on validation Dice.
 
-        Measured on the bundled nuclei sample (2 CPU cores, from scratch): see ``napari_madgnet.demo``.
+        The learning rate depends on the start: 5e-5 (below the benchmark's 1e-4) when
+        ``from_model`` continues a trained MADGNet, 1e-3 when the decoder starts untrained (ImageNet
+        encoder or scratch). Measured on the bundled nuclei sample (2 CPU cores, from scratch,
+        64 px, lr 2e-3, 200 steps: Dice 0.918 on unseen data): see ``napari_madgnet.demo``.
         """
         base = dict(
             patch_size=96,
@@ -137,7 +140,7 @@ class TrainConfig:
             batch_size=4,
             epochs=20,
             steps_per_epoch=10,
-            lr=1e-3,
+            lr=5e-5 if overrides.get("from_model") else 1e-3,
             scheduler="cosine",
             warmup_steps=10,
             clip_value=0.5,

@@ -106,12 +106,14 @@ def total_steps(cfg: TrainConfig, data: TrainData, world: int = 1) -> int:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, image: np.ndarray, device: torch.device, amp: bool = True
+    model: nn.Module, image: np.ndarray, device: torch.device, amp: bool = True, tile: int | None = None
 ) -> torch.Tensor:
-    """Whole-image forward of a (C, H, W) [0, 1] array -> (K, H, W) float logits on the CPU."""
+    """Forward of a (C, H, W) [0, 1] array (tiled like deployment) -> (K, H, W) logits on the CPU."""
+    from napari_madgnet.training.finetune import tiled_logits
+
     x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
     with autocast(device, amp):
-        out = model(x)
+        out = tiled_logits(model, x, tile)
     return out[0].float().cpu()
 
 
@@ -130,7 +132,8 @@ def validate(
             from napari_madgnet.training.data import _resize
 
             image, target, valid = _resize(image, target, valid, cfg.patch_size)
-        pred = (predict_logits(model, image, device, cfg.amp) >= 0).numpy()
+        tile = cfg.patch_size if cfg.sampling == "patch" else None
+        pred = (predict_logits(model, image, device, cfg.amp, tile) >= 0).numpy()
         dices = []
         for k in range(target.shape[0]):
             v = valid[k] > 0
@@ -160,6 +163,7 @@ def _model_metadata(cfg: TrainConfig, data: TrainData, history: list[dict], best
         "preprocessing": {
             "normalization": cfg.normalization,
             "input_size": cfg.patch_size if cfg.sampling == "resize" else None,
+            "tile_size": cfg.patch_size if cfg.sampling == "patch" else None,
             "channels": data.channels,
             "label_mode": cfg.label_mode,
             "num_classes": data.num_classes,

@@ -96,7 +96,7 @@ def iter_finetune(
     ``out``: the model file to write (default: a new file in ``paths.models_dir()``, where the
     registry lists it); ``work_dir``: checkpoints and the log (default: ``<out stem>_run/``).
     """
-    cfg = config or TrainConfig.finetune()
+    cfg = config or TrainConfig.finetune(from_model=str(from_model) if from_model else None)
     if from_model is not None:
         cfg = cfg.replace(from_model=str(from_model))
     check_start_model(cfg)
@@ -127,11 +127,45 @@ def finetune(
             callback(event)
 
 
-def predict_probability(model: Any, image: Any, *, device: str = "auto") -> np.ndarray:
-    """Whole-image prediction (K, H, W) probabilities of a 2-D image, normalised as the model says.
+def tiled_logits(model: Any, x: Any, tile: int | None, overlap: float = 0.5) -> Any:
+    """Logits (B, K, H, W) of ``x`` from overlapping ``tile`` x ``tile`` windows, averaged.
 
-    Kept to this one function on purpose: ``napari_madgnet.inference.segment`` (tiling, stacks,
-    post-processing) replaces it when the branches meet.
+    A model trained on patches sees global descriptors (the MFMSA channel attention pools the
+    whole input) of patch-sized inputs; predicting at that size is what keeps its accuracy. On the
+    nuclei sample a 64-px-trained model scores Dice 0.92 tiled at 64 px and 0.35 on the whole
+    256 x 512 half. ``tile=None`` (or an input no larger than a tile) is one plain forward.
+    """
+    import torch
+
+    h, w = x.shape[-2:]
+    if not tile or (h <= tile and w <= tile):
+        return model(x).float()
+    step = max(1, int(tile * (1 - overlap)))
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        out = list(range(0, n - tile + 1, step))
+        return out if out[-1] == n - tile else [*out, n - tile]
+
+    acc = cnt = None
+    for y in starts(h):
+        for x0 in starts(w):
+            part = model(x[..., y : y + tile, x0 : x0 + tile]).float()
+            if acc is None:
+                acc = torch.zeros((*part.shape[:2], h, w), dtype=part.dtype, device=part.device)
+                cnt = torch.zeros((1, 1, h, w), dtype=part.dtype, device=part.device)
+            acc[..., y : y + tile, x0 : x0 + tile] += part
+            cnt[..., y : y + tile, x0 : x0 + tile] += 1
+    return acc / cnt
+
+
+def predict_probability(model: Any, image: Any, *, device: str = "auto") -> np.ndarray:
+    """Probabilities (K, H, W) of a 2-D image, normalised and tiled as the model's metadata says.
+
+    Kept to this one function on purpose: ``napari_madgnet.inference.segment`` (stacks, batching,
+    post-processing) replaces it when the branches meet. Models trained on patches carry
+    ``preprocessing.tile_size``; released models carry ``input_size`` (whole image resized).
     """
     import torch
     import torch.nn.functional as F
@@ -155,7 +189,7 @@ def predict_probability(model: Any, image: Any, *, device: str = "auto") -> np.n
         t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
     model.eval().to(dev)
     with torch.no_grad():
-        prob = torch.sigmoid(model(t).float())
+        prob = torch.sigmoid(tiled_logits(model, t, None if size else pre.get("tile_size")))
     if size:
         prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
     return prob[0].cpu().numpy()

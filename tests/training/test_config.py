@@ -11,6 +11,7 @@ def test_presets_follow_the_recipes() -> None:
     assert b.scaled_sizes() == [256, 352, 448]
     f = TrainConfig.finetune()
     assert f.lr > b.lr and f.augment.rot90 and f.early_stopping
+    assert TrainConfig.finetune(from_model="m.pt").lr < b.lr  # continuing a trained model: gentler
 
 
 def test_yaml_round_trip(tmp_path) -> None:

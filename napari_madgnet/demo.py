@@ -64,10 +64,11 @@ def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) ->
     """Fine-tune, segment, score and write; returns the numbers it printed."""
     import torch
 
+    from napari_madgnet.inference import InferenceConfig, segment
     from napari_madgnet.io import write_image
     from napari_madgnet.metrics import dice
     from napari_madgnet.sample_data import load_nuclei
-    from napari_madgnet.training import finetune, predict_probability
+    from napari_madgnet.training import finetune
 
     cfg = config or demo_config()
     image, labels = load_nuclei()
@@ -99,7 +100,7 @@ def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) ->
         )
     bar.close()
     train_s = time.perf_counter() - t0
-    prob = predict_probability(result.model, image[half:], device=cfg.device)[0]
+    prob = segment(image[half:], result.model, InferenceConfig(device=cfg.device)).probabilities[0]
     mask = prob >= 0.5
     score = dice(mask, labels[half:])
     floor = otsu_dice(image[:half], image[half:], labels[half:])

@@ -7,7 +7,6 @@ Public API::
     train(cfg, data, callback=None, ...) -> TrainResult
     iter_finetune / finetune(image, labels, config=..., from_model=..., out=...) -> TrainResult
     data_from_arrays(image, labels, cfg), data_from_config(cfg) -> TrainData
-    predict_probability(model, image) -> (K, H, W) probabilities
 """
 
 from napari_madgnet.training.config import AugmentConfig, DataConfig, LossConfig, TrainConfig
@@ -18,7 +17,6 @@ from napari_madgnet.training.finetune import (
     data_from_config,
     finetune,
     iter_finetune,
-    predict_probability,
 )
 from napari_madgnet.training.modelio import ModelSourceError
 
@@ -37,6 +35,5 @@ __all__ = [
     "finetune",
     "iter_finetune",
     "iter_train",
-    "predict_probability",
     "train",
 ]

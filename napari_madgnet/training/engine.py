@@ -374,9 +374,17 @@ def iter_train(
         unwrap(net).load_state_dict(best_net.state_dict())
     net.eval()
     saved = None
+    final = unwrap(net)
+    metadata = _model_metadata(cfg, data, history, best)
+    # The returned model says how it must be applied (patch-sized tiles, normalisation), as if
+    # it had been loaded from the saved file, so inference treats both the same way.
+    final.checkpoint_info = {"config": final.config.to_dict(), **metadata}
     if model_path is not None and info.is_main:
-        saved = save_trained(net, model_path, _model_metadata(cfg, data, history, best))
-    return TrainResult(unwrap(net), history, best if best.get("step") else {}, out, saved, stopped)
+        from napari_madgnet.model import read_checkpoint_info
+
+        saved = save_trained(final, model_path, metadata)
+        final.checkpoint_info = read_checkpoint_info(saved)
+    return TrainResult(final, history, best if best.get("step") else {}, out, saved, stopped)
 
 
 def train(

@@ -21,10 +21,11 @@ from napari_madgnet.metrics import mean_metrics, paper_metrics, standard_metrics
 
 
 def predict(model: Any, image: np.ndarray, device: str = "auto") -> np.ndarray:
-    """Probabilities (H, W) of class 1 for one 2-D image (whole-image forward for now)."""
-    from napari_madgnet.training.finetune import predict_probability
+    """Probabilities (H, W) of class 1 for one 2-D image, by the inference engine's rules
+    (the checkpoint's normalisation and geometry), exactly as ``madgnet predict`` would."""
+    from napari_madgnet.inference import InferenceConfig, segment
 
-    return predict_probability(model, image, device=device)[0]
+    return np.asarray(segment(image, model, InferenceConfig(device=device)).probabilities[0])
 
 
 def find_pairs(data: str | os.PathLike[str]) -> list[tuple[Path, Path]]:

@@ -12,8 +12,6 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from napari_madgnet.jobs import CancelToken, Progress
 from napari_madgnet.training.config import TrainConfig
 from napari_madgnet.training.data import check_patch_size, items_from_arrays, items_from_folders, split_items
@@ -158,38 +156,3 @@ def tiled_logits(model: Any, x: Any, tile: int | None, overlap: float = 0.5) -> 
             acc[..., y : y + tile, x0 : x0 + tile] += part
             cnt[..., y : y + tile, x0 : x0 + tile] += 1
     return acc / cnt
-
-
-def predict_probability(model: Any, image: Any, *, device: str = "auto") -> np.ndarray:
-    """Probabilities (K, H, W) of a 2-D image, normalised and tiled as the model's metadata says.
-
-    Kept to this one function on purpose: ``napari_madgnet.inference.segment`` (stacks, batching,
-    post-processing) replaces it when the branches meet. Models trained on patches carry
-    ``preprocessing.tile_size``; released models carry ``input_size`` (whole image resized).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from napari_madgnet.device import resolve_device
-    from napari_madgnet.preprocess import apply_range, fit_range
-
-    info = getattr(model, "checkpoint_info", None) or {}
-    pre = info.get("preprocessing", {}) or {}
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[-1] in (3, 4):
-        img = np.moveaxis(img[..., :3], -1, 0)
-    elif img.ndim == 2:
-        img = img[None]
-    x = apply_range(img, *fit_range(img, pre.get("normalization", "auto")))
-    dev = resolve_device(device)
-    t = torch.from_numpy(x)[None].to(dev)
-    h, w = t.shape[-2:]
-    size = pre.get("input_size")
-    if size:
-        t = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
-    model.eval().to(dev)
-    with torch.no_grad():
-        prob = torch.sigmoid(tiled_logits(model, t, None if size else pre.get("tile_size")))
-    if size:
-        prob = F.interpolate(prob, size=(h, w), mode="bilinear", align_corners=False)
-    return prob[0].cpu().numpy()

@@ -312,6 +312,15 @@ def test_auto_geometry_rule():
     assert choose_geometry(InferenceConfig(geometry="tiles"), (64, 64), 352) == "tiles"
 
 
+def test_patch_trained_models_are_tiled_at_their_patch_size():
+    """A fine-tuned model names a tile_size and no input_size: auto tiles even small images."""
+    patch_trained = {"tile_size": 64, "input_size": None, "normalization": "auto"}
+    assert choose_geometry(InferenceConfig(), (128, 128), 352, patch_trained) == "tiles"
+    assert choose_geometry(InferenceConfig(geometry="resize"), (128, 128), 352, patch_trained) == "resize"
+    released = {"input_size": 352, "normalization": "scale255"}
+    assert choose_geometry(InferenceConfig(), (128, 128), 352, released) == "resize"
+
+
 def test_tiles_at_a_chosen_scale_keep_the_input_shape(counting):
     counting.calls.clear()
     with warnings.catch_warnings():

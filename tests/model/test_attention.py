@@ -9,9 +9,7 @@ from napari_madgnet.model.attention import MultiFrequencyChannelAttention
 from napari_madgnet.model.dct import dct_filters, frequency_indices
 
 
-@pytest.mark.parametrize(
-    ("channels", "size", "height"), [(32, 112, 88), (64, 56, 56), (256, 14, 11)]
-)
+@pytest.mark.parametrize(("channels", "size", "height"), [(32, 112, 88), (64, 56, 56), (256, 14, 11)])
 def test_vectorised_matches_loop(channels: int, size: int, height: int) -> None:
     torch.manual_seed(channels)
     module = MultiFrequencyChannelAttention(channels, size)

@@ -83,9 +83,7 @@ def _avg_down(in_ch: int, out_ch: int, stride: int) -> nn.Sequential:
     """Shortcut projection of ResNet-D: average pool (a 1x1 pool, i.e. nothing, at stride 1),
     1x1 conv, BN. Index 0 holds no weights, so the keys stay ``downsample.1/2``."""
     pool = (
-        nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
-        if stride > 1
-        else nn.Identity()
+        nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
     )
     return nn.Sequential(
         pool,

@@ -96,6 +96,21 @@ def engine_loop(batch: int, size: int, steps: int, device: torch.device) -> dict
     return {"images_per_s": batch / step, "step_s": step, "peak_mb": _peak_mb(device)}
 
 
+def _measure_in_subprocess(kind: str, batch: int, size: int, steps: int, device: str, threads: int) -> dict:
+    """Each measurement in its own process, so the CPU peak RSS belongs to it alone."""
+    import subprocess
+    import sys
+
+    here = str(Path(__file__).parent)
+    code = (
+        f"import json, torch, sys; sys.path.insert(0, {here!r}); torch.set_num_threads({threads}); "
+        "import bench_training as b; from napari_madgnet.device import resolve_device; "
+        f"print(json.dumps(b.{kind}_loop({batch}, {size}, {steps}, resolve_device({device!r}))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="batch 2 only, 2 timed steps")
@@ -108,11 +123,11 @@ def main() -> None:
 
     device = resolve_device(args.device)
     batches = [2] if args.quick else [2, 8] + ([16] if device.type == "cuda" else [])
-    steps = 2 if args.quick else 5
+    steps = 2 if args.quick else 4
     rows = []
     for batch in batches:
-        plain = plain_loop(batch, args.size, steps, device)
-        engine = engine_loop(batch, args.size, steps, device)
+        plain = _measure_in_subprocess("plain", batch, args.size, steps, str(device), args.threads)
+        engine = _measure_in_subprocess("engine", batch, args.size, steps, str(device), args.threads)
         rows.append(
             {
                 "batch": batch,
@@ -136,7 +151,7 @@ def main() -> None:
         "quick": args.quick,
         "torch": torch.__version__,
         "rows": rows,
-        "note": "CPU peak is the process's peak RSS (it only grows); GPU peak is max_memory_allocated.",
+        "note": "each loop in its own process; CPU peak = peak RSS, GPU peak = max_memory_allocated.",
     }
     out = (
         Path(__file__).parent

@@ -95,7 +95,8 @@ class TrainConfig:
     clip_value: float | None = 0.5
     early_stopping: int | None = None  # stop after this many validations without a better Dice
     # machinery
-    amp: bool = True  # mixed precision on CUDA only
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
+    cpu_amp: bool = True  # bf16 autocast on CPUs with AVX512-BF16 or AMX (about 2x faster there)
     device: str = "auto"
     num_workers: int = 0
     seed: int = 0

@@ -298,7 +298,7 @@ def iter_train(
                 sync = not info.enabled or micro == cfg.accumulate - 1
                 ctx = wrapped.no_sync() if not sync else _null()
                 with ctx:
-                    with autocast(device, cfg.amp):
+                    with _train_autocast(device, cfg):
                         stages = wrapped(batch["image"])
                     loss, parts = esdm_loss(stages, batch, cfg.loss, scribble=cfg.label_mode == "scribble")
                     if not torch.isfinite(loss):
@@ -403,6 +403,20 @@ def train(
             return stop.value
         if callback is not None:
             callback(event)
+
+
+def cpu_bf16_supported() -> bool:
+    """True on CPUs whose bf16 matrix units make autocast pay (AVX512-BF16 or AMX)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def _train_autocast(device: torch.device, cfg: TrainConfig) -> Any:
+    """CUDA: device.autocast; CPU: bf16 autocast where the hardware has bf16 units (cfg.cpu_amp)."""
+    if device.type == "cpu" and cfg.cpu_amp and cpu_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return autocast(device, cfg.amp)
 
 
 class _null:

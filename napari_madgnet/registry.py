@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_madgnet.io import atomic_path
 from napari_madgnet.paths import models_dir
 
 CHECKPOINT_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".pth.tar", ".ckpt")
@@ -109,9 +110,8 @@ def checkpoint_metadata(path: Path, directory: Path | None = None) -> dict[str, 
         _memory_cache[key] = meta
         disk[key] = meta
         try:
-            tmp = cache_path.with_name(f"{_CACHE_FILE}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(disk))
-            os.replace(tmp, cache_path)
+            with atomic_path(cache_path, overwrite=True) as tmp:
+                tmp.write_text(json.dumps(disk))
         except OSError:
             pass  # a read-only folder still lists, only slower
     return meta
@@ -302,9 +302,8 @@ def register_model(
     config = meta.get("config") or {}
     if copy:
         target = root / f"{name}{_checkpoint_suffix(src) or '.pth'}"
-        tmp = root / f".{target.name}.tmp"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
+        with atomic_path(target, overwrite=True) as tmp:
+            shutil.copyfile(src, tmp)
         if any(v is not None for v in (trained_on, modality, description, source, preprocessing)):
             _write_card(root, name, target, config, trained_on, modality, description, source, preprocessing)
         return resolve_model(name, root)
@@ -335,9 +334,8 @@ def _write_card(root, name, target, config, trained_on, modality, description, s
         "preprocessing": dict(preprocessing or {}),
     }
     out = root / f"{name}.json"
-    tmp = root / f".{out.name}.tmp"
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, out)
+    with atomic_path(out, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n")
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_madgnet import __version__
+from napari_madgnet.io import atomic_path
 from napari_madgnet.paths import cache_dir
 
 _lock = threading.Lock()
@@ -60,12 +61,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         _memory[key] = digest
         disk = _read_disk()
         disk[key] = digest
-        with contextlib.suppress(OSError):  # a read-only cache must not break inference
-            target = _disk_cache()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        # a read-only cache must not break inference
+        with contextlib.suppress(OSError), atomic_path(_disk_cache(), overwrite=True) as tmp:
             tmp.write_text(json.dumps(disk, indent=0))
-            os.replace(tmp, target)
     return digest
 
 

@@ -18,13 +18,14 @@ import datetime as _dt
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from napari_madgnet.io import atomic_path
 
 from .config import ModelConfig
 from .network import MADGNet
@@ -462,31 +463,6 @@ def save_model(
     """
     ckpt = checkpoint_dict(model, metadata)
     target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a checkpoint is a shareable file
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+    with atomic_path(target, overwrite=True) as tmp:
+        torch.save(ckpt, tmp)
     return target
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable where the OS allows directory fsync (not on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -10,7 +10,6 @@ the image.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_madgnet.io import atomic_path
 from napari_madgnet.paths import models_dir
 from napari_madgnet.training import AugmentConfig, TrainConfig
 from napari_madgnet.widgets._common import (
@@ -77,9 +77,8 @@ def _keep_best(out: Path) -> Path | None:
     best = out.with_name(out.stem + "_run") / "best.pt"
     if not best.is_file():
         return None
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.copyfile(best, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out, overwrite=True) as tmp:
+        shutil.copyfile(best, tmp)
     return out
 
 

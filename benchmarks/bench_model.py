@@ -5,16 +5,19 @@ Usage::
     python benchmarks/bench_model.py            # CPU (2 threads), plus the GPU if there is one
     python benchmarks/bench_model.py --quick    # fewer repeats, no batch-8 training step
     python benchmarks/bench_model.py --device cpu --threads 2 --size 352
+    python benchmarks/bench_model.py --device cpu --threads 1 --clock process  # busy machine
 
 Prints a table and writes ``benchmarks/results/bench_model_<device>.json``.
 
-The "released-style" variant runs the multi-frequency channel attention the way the released
-code does (one DCT filter at a time); everything else is shared, so the difference is the
-attention alone. Variants are timed interleaved (round-robin) in one process, so background
-load hits them alike; min and median are reported. The machine this runs on may be shared:
-the min is the best estimate of the uncontended time. The op count (ATen calls per forward)
-is a load-independent measure of dispatch overhead. Memory is measured in a separate
-process per case (peak RSS growth on CPU; ``torch.cuda.max_memory_allocated`` on CUDA).
+The "released-style" variant computes what the released code computes, the way it does
+(``MADGNet.set_reference_mode``: the channel attention loops over its 16 DCT filters and uses
+the adaptive pooling kernel; the stem uses the max-pool kernel); the other variants are this
+package's inference paths. Variants are timed interleaved (round-robin) in one process, so
+background load hits them alike; min and median are reported. On a shared machine the min is
+the best estimate of the uncontended time. The op count (ATen calls per forward) is a
+load-independent measure of dispatch overhead. Memory is measured in a separate process per
+case (peak RSS growth on CPU; ``torch.cuda.max_memory_allocated`` on CUDA). ``--compile`` adds
+``torch.compile`` (inductor with weight freezing) on CPU; building it takes minutes.
 """
 
 from __future__ import annotations
@@ -65,10 +68,14 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+CLOCK: Callable[[], float] = time.perf_counter
+
+
 def interleaved(
     fns: dict[str, Callable[[], Any]], repeats: int, device: str, warmup: int = 1
 ) -> dict[str, dict[str, float]]:
     """Time each function ``repeats`` times, round-robin; seconds (min, median, mean)."""
+    clock = CLOCK if device == "cpu" else time.perf_counter
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         for _ in range(warmup):
@@ -77,10 +84,10 @@ def interleaved(
     for _ in range(repeats):
         for name, fn in fns.items():
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {
         k: {"min": min(v), "median": statistics.median(v), "mean": statistics.fmean(v), "n": len(v)}
         for k, v in times.items()
@@ -157,17 +164,25 @@ def cpu_forward_comparison(args: argparse.Namespace) -> dict[str, Any]:
             model.set_reference_mode(False)
 
     variants: dict[str, Callable[[], torch.Tensor]] = {
-        "released-style attention loop": released,
+        "released-style": released,
         "optimised": lambda: model(x),
         "optimised + folded BN": lambda: folded(x),
         "optimised + folded BN + channels_last": lambda: folded_cl(x_cl),
     }
+    compile_seconds = None
+    if args.compile:
+        compiled = torch.compile(build_model(args.backbone), options={"freezing": True})
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(x)
+        compile_seconds = time.perf_counter() - start
+        variants["optimised + torch.compile (inductor, freezing)"] = lambda: compiled(x)
     with torch.inference_mode():
         reference = released()
         errors = {k: relative_error(fn(), reference) for k, fn in variants.items()}
-        ops = {k: count_ops(fn) for k, fn in variants.items()}
+        ops = {k: count_ops(fn) if "compile" not in k else None for k, fn in variants.items()}
         timing = interleaved(variants, args.repeats, "cpu")
-    base = timing["released-style attention loop"]
+    base = timing["released-style"]
     rows = {}
     for name, t in timing.items():
         rows[name] = {
@@ -178,7 +193,7 @@ def cpu_forward_comparison(args: argparse.Namespace) -> dict[str, Any]:
             "max_rel_error_vs_released_style": errors[name],
             "aten_ops_per_forward": ops[name],
         }
-    return {"input": list(x.shape), "variants": rows}
+    return {"input": list(x.shape), "variants": rows, "compile_seconds": compile_seconds}
 
 
 def memory_case(args: argparse.Namespace, case: str, device: str) -> dict[str, Any]:
@@ -252,6 +267,8 @@ def run_worker(args: argparse.Namespace, case: str, device: str, variant: str) -
         str(args.repeats),
         "--backbone",
         args.backbone,
+        "--clock",
+        args.clock,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -305,12 +322,12 @@ def bench_device(args: argparse.Namespace, device: str) -> dict[str, Any]:
                 fmt(r["speedup_min"], ".2f"),
                 fmt(r["speedup_median"], ".2f"),
                 fmt(r["max_rel_error_vs_released_style"], ".1e"),
-                r["aten_ops_per_forward"],
+                r["aten_ops_per_forward"] if r["aten_ops_per_forward"] is not None else "-",
             ]
             for name, r in result["forward_comparison"]["variants"].items()
         ]
         print_table(
-            f"CPU forward, 1x3x{args.size}x{args.size}, {args.threads} threads",
+            f"CPU forward, 1x3x{args.size}x{args.size}, {args.threads} threads, {args.clock} clock",
             ["variant", "ms min", "ms median", "x (min)", "x (median)", "rel err", "aten ops"],
             rows,
         )
@@ -352,13 +369,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--backbone", default="resnest50")
     parser.add_argument("--quick", action="store_true", help="fewer repeats, skip train_b8")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile on CPU (minutes to build)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="CPU timing clock; 'process' (CPU time) with --threads 1 ignores other load",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 4 if args.quick else 12
     torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "process" else time.perf_counter
 
     if args.worker:
         print(json.dumps(memory_case(args, args.worker, args.device)))
@@ -377,7 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_device(args, device)
         hidden = ("worker", "variant")
         result["args"] = {k: str(v) for k, v in vars(args).items() if k not in hidden}
-        path = args.out / f"bench_model_{device}.json"
+        default = (args.threads, args.clock) == (2, "wall")
+        suffix = "" if default else f"_t{args.threads}_{args.clock}"
+        path = args.out / f"bench_model_{device}{suffix}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, path)

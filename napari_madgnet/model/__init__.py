@@ -8,6 +8,7 @@ Public API::
     save_model(model, path, metadata=None) -> Path
     read_checkpoint_info(path) -> dict                     # config/preprocessing/provenance
     fold_batchnorm(model) -> MADGNet                       # faster inference-only copy
+    inference_copy(model, compile=False) -> nn.Module      # + optional torch.compile
     CheckpointError, CheckpointMismatchError, UnsafeCheckpointError, NotACheckpointError
 
 This package uses only torch, numpy and the standard library (no Qt, no napari).
@@ -27,7 +28,7 @@ from .checkpoint import (
 )
 from .config import ModelConfig
 from .network import MADGNet, padded_size
-from .optimize import fold_batchnorm
+from .optimize import fold_batchnorm, inference_copy
 
 __all__ = [
     "CheckpointError",
@@ -38,6 +39,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "fold_batchnorm",
     "infer_config",
+    "inference_copy",
     "load_model",
     "padded_size",
     "read_checkpoint_info",

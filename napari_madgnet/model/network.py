@@ -71,9 +71,10 @@ class MADGNet(nn.Module):
     ``model(x)`` returns the finest stage's map logits ``(B, num_classes, H, W)`` (prediction:
     ``sigmoid(logits) >= 0.5``); ``model.forward_stages(x)`` returns all four stages'
     ``(map, distance, boundary)`` logits, coarsest first, each at H x W, for deep supervision.
-    Train and eval modes differ only through BatchNorm. In ResNeSt, batch size 1 in training mode
-    works: the one BatchNorm that then sees a single value per channel uses its running
-    statistics (see ``resnest._StatsFallbackBatchNorm``).
+    Train and eval modes differ only through BatchNorm. Batch size 1 in training mode works
+    (the release fails for ResNeSt): the split-attention BatchNorm that then sees a single value
+    per channel uses its running statistics (``resnest._StatsFallbackBatchNorm``); only a single
+    image of at most 32 x 32 is refused with a ValueError (1x1 deepest map).
 
     ``model.config`` (:class:`ModelConfig`) rebuilds the architecture; ``model.checkpoint_info``
     holds the metadata of the checkpoint it was loaded from (``None`` for a fresh model).
@@ -155,6 +156,11 @@ class MADGNet(nn.Module):
             x = x.expand(-1, 3, -1, -1)
         h, w = x.shape[-2:]
         ph, pw = padded_size(h, w, self.config)
+        if self.training and x.shape[0] == 1 and ph * pw == 32 * 32:
+            raise ValueError(
+                "training on one 32x32 image is impossible: the deepest feature map is 1x1, "
+                "where BatchNorm has no batch statistics; use batch size >= 2 or larger images"
+            )
         if (ph, pw) != (h, w):
             mode = "reflect" if (ph - h < h and pw - w < w) else "replicate"
             x = F.pad(x, (0, pw - w, 0, ph - h), mode=mode)

@@ -3,7 +3,8 @@
 ``fold_batchnorm`` returns a copy of a model with every eval-mode BatchNorm folded into the
 convolution before it: ~120 fewer passes over the feature maps per forward. The copy is for
 inference only (its weights no longer follow the official key layout; ``save_model`` refuses
-it); keep the original for training and saving.
+it); keep the original for training and saving. ``inference_copy`` adds ``torch.compile`` on
+request.
 """
 
 from __future__ import annotations
@@ -72,3 +73,18 @@ def fold_batchnorm(model: MADGNet) -> MADGNet:
                     module.bns[i] = nn.Identity()
     fused.bn_folded = True
     return fused
+
+
+def inference_copy(model: MADGNet, compile: bool = False) -> torch.nn.Module:
+    """A fast, eval-only copy of ``model``: BatchNorm folded; optionally ``torch.compile``d.
+
+    ``compile=True`` uses inductor with weight freezing (``options={"freezing": True}``): on
+    a 2-core CPU about 1.3-1.5x faster than eager, outputs within ~2e-4 relative, but it needs
+    a C++ compiler, compiles again for every new input shape (a minute or two on 2 cores the
+    first time) and must be called under ``torch.no_grad()``/``torch.inference_mode()``. Worth
+    it for long jobs at one tile size, not for a single image.
+    """
+    fast = fold_batchnorm(model)
+    if compile:
+        return torch.compile(fast, options={"freezing": True})
+    return fast

@@ -141,6 +141,8 @@ def test_training_batch_one_works() -> None:
     bn = model.feature_encoding.layer1[0].conv2.bn1
     assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))  # not updated
     assert int(model.feature_encoding.layer1[0].bn1.num_batches_tracked) == 1  # others are
+    with pytest.raises(ValueError, match="batch size >= 2"):
+        model.forward_stages(torch.rand(1, 3, 32, 32))
 
 
 def test_train_and_eval_agree_once_bn_is_frozen() -> None:

@@ -32,3 +32,14 @@ def test_folded_model_is_not_saved(official_model, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="fold"):
         save_model(fold_batchnorm(official_model("resnet50")), tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_inference_copy_without_compile(official_model) -> None:
+    from napari_madgnet.model import inference_copy
+
+    model = official_model("resnet50")
+    fast = inference_copy(model)
+    x = make_input((1, 1, 64, 64))
+    with torch.inference_mode():
+        assert float((fast(x) - model(x)).abs().max() / model(x).std()) <= 1e-4
+    assert not fast.training

@@ -1,13 +1,13 @@
 """Screenshots of both dock widgets in real use, for the README and the docs.
 
 Opens napari (under Xvfb on a headless machine), loads the nuclei sample, fine-tunes MADGNet on
-it for a short while in the Fine-tune dock (from random weights: no download needed), lets the
+it in the Fine-tune dock with the demo's settings (from random weights: no download needed), lets the
 dock hand the new model to the Segment dock, which segments the image, and saves:
 
     docs/finetune_widget.png   the Fine-tune dock after training, with its loss/Dice plot
     docs/segment_widget.png    the Segment dock and the resulting instance labels
 
-    xvfb-run -a python docs/make_screenshots.py [--steps 12]
+    xvfb-run -a python docs/make_screenshots.py [--steps 200]
 
 Models go to a temporary registry folder unless MADGNET_MODELS_DIR is set.
 """
@@ -41,9 +41,10 @@ def _settle(app, seconds: float = 1.0) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12, help="fine-tuning steps (default 12)")
+    parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps (default 200)")
     parser.add_argument("--patch", type=int, default=64, help="patch size in px (default 64)")
-    parser.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
+    parser.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3, the demo's)")
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args(argv)
     os.environ.setdefault("MADGNET_MODELS_DIR", tempfile.mkdtemp(prefix="madgnet-screenshot-models-"))
@@ -68,10 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     finetune.image_combo.set_layer(viewer.layers["nuclei"])
     finetune.labels_combo.set_layer(viewer.layers["nuclei annotation"])
     finetune.base_model.refresh(select="scratch")
-    finetune.encoder.setCurrentText("resnet50")
+    finetune.encoder.setCurrentText("resnest50")
     finetune.length_unit.setCurrentText("steps")
     finetune.length.setValue(args.steps)
-    finetune.validate_every.setValue(max(1, args.steps // 4))
+    finetune.validate_every.setValue(max(1, args.steps // 10))
+    finetune.lr.setValue(args.lr)
     finetune.patch.setValue(args.patch)
     finetune.batch.setValue(args.batch)
     finetune.name_edit.setText("nuclei-finetuned")
@@ -85,14 +87,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"fine-tuned in {time.perf_counter() - t0:.0f} s: {finetune.status.text()}")
     _wait(app, lambda: segment.job is not None and not segment.job.running, 600)
     print(f"segmented: {segment.status.text()}")
-    # A briefly trained model is not calibrated: pick the threshold as a user would, here by
-    # Otsu on the cached probabilities; the mask is re-labelled without running the network.
-    from skimage.filters import threshold_otsu
-
-    otsu = float(threshold_otsu(segment.last.result.probabilities[0]))
-    segment.threshold.setValue(round(otsu, 2))
-    _wait(app, lambda: segment.status.text().startswith("Re-labelled"), 60)
-    print(f"re-labelled: {segment.status.text()}")
     viewer.layers["nuclei mask"].visible = False
     viewer.layers["nuclei annotation"].visible = True
     finetune.plot.redraw()

@@ -25,6 +25,12 @@ else
     PY="$_venv/bin/python"
 fi
 
+# pip with the noise of this machine's local package index filtered out; pip's status is kept.
+_pip() {
+    "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+    return "${PIPESTATUS[0]}"
+}
+
 _stamp="$("$PY" -c 'import sys; print(sys.prefix)')/.napari-madgnet-$_extras.stamp"
 _want="$(cat "$_root/pyproject.toml" | sha256sum | cut -c1-16) $_root"
 if [[ -f "$_stamp" && "$(cat "$_stamp")" == "$_want" ]] && "$PY" -c 'import napari_madgnet, torch' 2>/dev/null; then
@@ -33,15 +39,14 @@ else
     _t0=$(date +%s)
     if ! "$PY" -c 'import torch' 2>/dev/null; then
         echo "[setup] no PyTorch found: installing torch==2.13.0"
-        "$PY" -m pip install --disable-pip-version-check -q "torch==2.13.0"
+        _pip "torch==2.13.0"
     else
         echo "[setup] keeping the installed PyTorch $("$PY" -c 'import torch; print(torch.__version__)')"
     fi
     _spec="."
     [[ "$_extras" != "headless" ]] && _spec=".[$_extras]"
     echo "[setup] installing napari-madgnet$([[ $_spec == . ]] || echo "[$_extras]") (editable)"
-    (cd "$_root" && "$PY" -m pip install --disable-pip-version-check -q -e "$_spec" 2>&1 \
-        | grep -v "^WARNING: Location" || true)
+    (cd "$_root" && _pip -e "$_spec")
     "$PY" -c 'import napari_madgnet, torch' || { echo "[setup] installation failed" >&2; exit 1; }
     echo "$_want" > "$_stamp"
     echo "[setup] done in $(( $(date +%s) - _t0 )) s"

@@ -44,7 +44,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps (default 200)")
     parser.add_argument("--patch", type=int, default=64, help="patch size in px (default 64)")
     parser.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="learning rate (default 2e-3, the demo's)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="lr from scratch (2e-3)")
+    parser.add_argument(
+        "--from-model",
+        default=None,
+        help="continue from this model file (e.g. the demo's out/demo/nuclei_model.pt) instead of scratch",
+    )
     parser.add_argument("--out", default=str(HERE))
     args = parser.parse_args(argv)
     os.environ.setdefault("MADGNET_MODELS_DIR", tempfile.mkdtemp(prefix="madgnet-screenshot-models-"))
@@ -68,12 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     seg_dock.hide()
     finetune.image_combo.set_layer(viewer.layers["nuclei"])
     finetune.labels_combo.set_layer(viewer.layers["nuclei annotation"])
-    finetune.base_model.refresh(select="scratch")
-    finetune.encoder.setCurrentText("resnest50")
+    if args.from_model:
+        from napari_madgnet.registry import register_model
+
+        register_model(args.from_model, name="nuclei-demo", copy=True, trained_on="nuclei sample, top half")
+        finetune.base_model.refresh(select="nuclei-demo")
+    else:
+        finetune.base_model.refresh(select="scratch")
+        finetune.encoder.setCurrentText("resnest50")
+        finetune.lr.setValue(args.lr)
     finetune.length_unit.setCurrentText("steps")
     finetune.length.setValue(args.steps)
     finetune.validate_every.setValue(max(1, args.steps // 10))
-    finetune.lr.setValue(args.lr)
     finetune.patch.setValue(args.patch)
     finetune.batch.setValue(args.batch)
     finetune.name_edit.setText("nuclei-finetuned")

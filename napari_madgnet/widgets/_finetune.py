@@ -183,6 +183,7 @@ class FinetuneWidget(QWidget):
         self.lr.setRange(1e-5, 1.0)
         self.lr.setSingleStep(1e-4)
         self.lr.setValue(preset.lr)
+        self._preset_lr = preset.lr  # follows the start point until the user picks a rate
         self.batch = QSpinBox()
         self.batch.setRange(1, 256)
         self.batch.setValue(preset.batch_size)
@@ -260,7 +261,14 @@ class FinetuneWidget(QWidget):
         self.name_edit.setText(name)
 
     def _on_base_changed(self, *_: Any) -> None:
-        self.encoder.setEnabled(self.base_model.value() in ("imagenet", "scratch"))
+        base = self.base_model.value()
+        untrained = base in (None, "imagenet", "scratch")
+        self.encoder.setEnabled(untrained)
+        # The core's preset: a gentle rate to continue a trained model, a larger one otherwise.
+        preset_lr = TrainConfig.finetune(from_model=None if untrained else base).lr
+        if math.isclose(self.lr.value(), self._preset_lr, rel_tol=1e-6):
+            self.lr.setValue(preset_lr)
+        self._preset_lr = preset_lr
 
     def _browse_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Folder for the new model", self.folder_edit.text())

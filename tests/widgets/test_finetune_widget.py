@@ -99,3 +99,19 @@ def test_sparse_stack_trains_then_segments_with_the_new_model(
     wait_job(segment)
     assert viewer.layers["stack mask"].data.shape == stack.shape
     assert errors == []
+
+
+def test_learning_rate_follows_the_start_point_until_the_user_sets_one(
+    make_napari_viewer, tiny_model
+) -> None:
+    """Continuing a trained model defaults to the core's gentle rate; a user's own rate is kept."""
+    from napari_madgnet.training import TrainConfig
+
+    widget = _finetune(make_napari_viewer())
+    widget.base_model.refresh(select="scratch")
+    assert widget.lr.value() == pytest.approx(TrainConfig.finetune().lr)
+    widget.base_model.refresh(select=tiny_model)
+    assert widget.lr.value() == pytest.approx(TrainConfig.finetune(from_model=tiny_model).lr)
+    widget.lr.setValue(3e-4)
+    widget.base_model.refresh(select="scratch")
+    assert widget.lr.value() == pytest.approx(3e-4)

@@ -123,7 +123,12 @@ def peak_rss_bytes() -> int:
     return int(peak) * (1 if sys.platform == "darwin" else 1024)
 
 
-def train_step_fn(model: MADGNet, x: torch.Tensor, autocast: Any = None) -> Callable[[], None]:
+def train_step_fn(
+    model: torch.nn.Module,
+    forward_stages: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    autocast: Any = None,
+) -> Callable[[], None]:
     """One optimisation step with deep supervision on all 12 outputs (a stand-in loss)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     target = (x[:, :1] > 0.5).float()
@@ -131,7 +136,7 @@ def train_step_fn(model: MADGNet, x: torch.Tensor, autocast: Any = None) -> Call
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast or contextlib.nullcontext():
-            stages = model.forward_stages(x)
+            stages = forward_stages(x)
             loss = sum(
                 torch.nn.functional.binary_cross_entropy_with_logits(m, target)
                 + torch.sigmoid(d).mean()
@@ -148,11 +153,12 @@ def train_step_fn(model: MADGNet, x: torch.Tensor, autocast: Any = None) -> Call
 # ----------------------------------------------------------------------------- CPU cases
 
 
-def cpu_forward_comparison(args: argparse.Namespace) -> dict[str, Any]:
-    """Released-style attention vs optimised (and extras), batch 1, interleaved."""
-    model = build_model(args.backbone)
+def forward_comparison(args: argparse.Namespace, device: str = "cpu") -> dict[str, Any]:
+    """Released-style computation vs this package's inference paths, batch 1, interleaved."""
+    model = build_model(args.backbone).to(device)
     folded = fold_batchnorm(model)
     x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
+    x = x.to(device)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     folded_cl = fold_batchnorm(model).to(memory_format=torch.channels_last)
 
@@ -170,8 +176,8 @@ def cpu_forward_comparison(args: argparse.Namespace) -> dict[str, Any]:
         "optimised + folded BN + channels_last": lambda: folded_cl(x_cl),
     }
     compile_seconds = None
-    if args.compile:
-        compiled = torch.compile(build_model(args.backbone), options={"freezing": True})
+    if args.compile or device == "cuda":
+        compiled = torch.compile(build_model(args.backbone).to(device), options={"freezing": True})
         start = time.perf_counter()
         with torch.inference_mode():
             compiled(x)
@@ -180,8 +186,11 @@ def cpu_forward_comparison(args: argparse.Namespace) -> dict[str, Any]:
     with torch.inference_mode():
         reference = released()
         errors = {k: relative_error(fn(), reference) for k, fn in variants.items()}
-        ops = {k: count_ops(fn) if "compile" not in k else None for k, fn in variants.items()}
-        timing = interleaved(variants, args.repeats, "cpu")
+        ops = {
+            k: count_ops(fn) if "compile" not in k and device == "cpu" else None
+            for k, fn in variants.items()
+        }
+        timing = interleaved(variants, args.repeats, device)
     base = timing["released-style"]
     rows = {}
     for name, t in timing.items():
@@ -199,6 +208,8 @@ def cpu_forward_comparison(args: argparse.Namespace) -> dict[str, Any]:
 def memory_case(args: argparse.Namespace, case: str, device: str) -> dict[str, Any]:
     """Run one case in this process; report time and peak memory growth."""
     torch.manual_seed(0)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
     model = build_model(args.backbone).to(device)
     batch = {"forward_b1": 1, "forward_b8": 8, "train_b2": 2, "train_b8": 8}[case]
     x = torch.rand(batch, 3, args.size, args.size, device=device)
@@ -209,11 +220,13 @@ def memory_case(args: argparse.Namespace, case: str, device: str) -> dict[str, A
     if args.variant == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    stages = model.forward_stages
     if args.variant == "compile":
+        stages = torch.compile(model.forward_stages)
         model = torch.compile(model)
     if case.startswith("train"):
         model.train()
-        fn = train_step_fn(model, x, dtype_ctx)
+        fn = train_step_fn(model, stages, x, dtype_ctx)
         grad = contextlib.nullcontext()
     else:
         inner = model
@@ -312,25 +325,26 @@ def fmt(v: Any, spec: str = ".1f") -> str:
 def bench_device(args: argparse.Namespace, device: str) -> dict[str, Any]:
     result: dict[str, Any] = {"device": device, "environment": environment(device, args.threads)}
     cases = ["forward_b1", "forward_b8", "train_b2"] + ([] if args.quick else ["train_b8"])
-    if device == "cpu":
-        result["forward_comparison"] = cpu_forward_comparison(args)
-        rows = [
-            [
-                name,
-                fmt(r["ms_min"]),
-                fmt(r["ms_median"]),
-                fmt(r["speedup_min"], ".2f"),
-                fmt(r["speedup_median"], ".2f"),
-                fmt(r["max_rel_error_vs_released_style"], ".1e"),
-                r["aten_ops_per_forward"] if r["aten_ops_per_forward"] is not None else "-",
-            ]
-            for name, r in result["forward_comparison"]["variants"].items()
+    result["forward_comparison"] = forward_comparison(args, device)
+    rows = [
+        [
+            name,
+            fmt(r["ms_min"]),
+            fmt(r["ms_median"]),
+            fmt(r["speedup_min"], ".2f"),
+            fmt(r["speedup_median"], ".2f"),
+            fmt(r["max_rel_error_vs_released_style"], ".1e"),
+            r["aten_ops_per_forward"] if r["aten_ops_per_forward"] is not None else "-",
         ]
-        print_table(
-            f"CPU forward, 1x3x{args.size}x{args.size}, {args.threads} threads, {args.clock} clock",
-            ["variant", "ms min", "ms median", "x (min)", "x (median)", "rel err", "aten ops"],
-            rows,
-        )
+        for name, r in result["forward_comparison"]["variants"].items()
+    ]
+    clock = f"{args.threads} threads, {args.clock} clock" if device == "cpu" else "wall clock"
+    print_table(
+        f"{device} forward, 1x3x{args.size}x{args.size}, {clock}",
+        ["variant", "ms min", "ms median", "x (min)", "x (median)", "rel err", "aten ops"],
+        rows,
+    )
+    if device == "cpu":
         variants = ["fp32"]
     else:
         variants = ["fp32", "bf16", "fp16", "channels_last"] + ([] if args.quick else ["compile"])

@@ -187,8 +187,7 @@ def forward_comparison(args: argparse.Namespace, device: str = "cpu") -> dict[st
         reference = released()
         errors = {k: relative_error(fn(), reference) for k, fn in variants.items()}
         ops = {
-            k: count_ops(fn) if "compile" not in k and device == "cpu" else None
-            for k, fn in variants.items()
+            k: count_ops(fn) if "compile" not in k and device == "cpu" else None for k, fn in variants.items()
         }
         timing = interleaved(variants, args.repeats, device)
     base = timing["released-style"]

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-APP_NAME = "napari-madgnet"
+from napari_madgnet.paths import cache_dir
+
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$")
 
 
@@ -57,14 +58,8 @@ class PretrainedWeightsError(OSError):
 
 
 def weights_dir() -> Path:
-    """Folder of downloaded encoder weights (see the module docstring for the env vars)."""
-    root = os.environ.get("MADGNET_CACHE_DIR")
-    if root:
-        base = Path(root).expanduser()
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / APP_NAME
-    return base / "weights"
+    """Folder of downloaded encoder weights: ``weights/`` in :func:`napari_madgnet.paths.cache_dir`."""
+    return cache_dir() / "weights"
 
 
 def expected_hash_prefix(filename: str) -> str:

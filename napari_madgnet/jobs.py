@@ -9,9 +9,11 @@ slices or training steps); the job then raises ``Cancelled`` and leaves no parti
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class Cancelled(Exception):
@@ -52,3 +54,18 @@ def check_cancelled(token: CancelToken | None) -> None:
     """Raise ``Cancelled`` if ``token`` was cancelled; a ``None`` token never cancels."""
     if token is not None:
         token.raise_if_cancelled()
+
+
+def run_to_end(job: Generator[Progress, None, T], callback: ProgressCallback | None = None) -> T:
+    """Drive a job generator to its end, passing each report to ``callback``; return its result.
+
+    The one driver behind ``segment``, ``train`` and ``finetune``: scripts and the CLI call these,
+    while the widgets run the same generators in napari thread workers.
+    """
+    while True:
+        try:
+            report = next(job)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(report)

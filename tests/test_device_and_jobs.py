@@ -53,3 +53,17 @@ def test_cancel_token_from_another_thread() -> None:
     assert token.cancelled
     with pytest.raises(Cancelled):
         check_cancelled(token)
+
+
+def test_run_to_end_reports_every_event_and_returns_the_result() -> None:
+    from napari_madgnet.jobs import Progress, run_to_end
+
+    def job():
+        for i in range(3):
+            yield Progress(i / 3, f"step {i}")
+        return "done"
+
+    seen: list[str] = []
+    assert run_to_end(job(), lambda p: seen.append(p.message)) == "done"
+    assert seen == ["step 0", "step 1", "step 2"]
+    assert run_to_end(job()) == "done"

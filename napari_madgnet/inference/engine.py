@@ -29,7 +29,7 @@ from napari_madgnet.inference.postprocess import label_dtype, postprocess
 from napari_madgnet.inference.provenance import build_provenance
 from napari_madgnet.inference.runner import Runner
 from napari_madgnet.inference.tiling import batches, tile_grid, weight_window
-from napari_madgnet.jobs import CancelToken, Progress, ProgressCallback, check_cancelled
+from napari_madgnet.jobs import CancelToken, Progress, ProgressCallback, check_cancelled, run_to_end
 from napari_madgnet.preprocess import Normalization, apply_range, fit_range, resolve_method
 
 
@@ -375,11 +375,4 @@ def segment(
     overwrite: bool = False,
 ) -> SegmentationResult:
     """Run ``iter_segment`` to the end, passing each progress report to ``progress``."""
-    gen = iter_segment(image, model, config, cancel=cancel, overwrite=overwrite)
-    while True:
-        try:
-            report = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(report)
+    return run_to_end(iter_segment(image, model, config, cancel=cancel, overwrite=overwrite), progress)

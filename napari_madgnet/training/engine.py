@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from napari_madgnet.device import autocast, resolve_device
-from napari_madgnet.jobs import Cancelled, CancelToken, Progress, check_cancelled
+from napari_madgnet.jobs import Cancelled, CancelToken, Progress, check_cancelled, run_to_end
 from napari_madgnet.training import checkpoint as ckpt
 from napari_madgnet.training import distributed
 from napari_madgnet.training.config import TrainConfig
@@ -395,14 +395,7 @@ def train(
     **kwargs: Any,
 ) -> TrainResult:
     """Run ``iter_train`` to the end, passing each ``Progress`` to ``callback``."""
-    gen = iter_train(cfg, data, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(event)
+    return run_to_end(iter_train(cfg, data, **kwargs), callback)
 
 
 def cpu_bf16_supported() -> bool:

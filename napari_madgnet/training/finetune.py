@@ -12,7 +12,7 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from napari_madgnet.jobs import CancelToken, Progress
+from napari_madgnet.jobs import CancelToken, Progress, run_to_end
 from napari_madgnet.training.config import TrainConfig
 from napari_madgnet.training.data import check_patch_size, items_from_arrays, items_from_folders, split_items
 from napari_madgnet.training.engine import TrainData, TrainResult, _check_writable, iter_train
@@ -115,14 +115,7 @@ def finetune(
     **kwargs: Any,
 ) -> TrainResult:
     """``iter_finetune`` driven to the end, with an optional progress callback."""
-    gen = iter_finetune(image, labels, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(event)
+    return run_to_end(iter_finetune(image, labels, **kwargs), callback)
 
 
 def tiled_logits(model: Any, x: Any, tile: int | None, overlap: float = 0.5) -> Any:

@@ -120,7 +120,7 @@ def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) ->
     print(
         f"Dice on the unseen bottom half: {score:.3f} (Otsu floor {floor:.3f}); "
         f"{int(numbers['steps'])} steps, {train_s / 60:.1f} min training, {total_s / 60:.1f} min in all "
-        f"({cpu_s / 60:.1f} CPU-min: busy machines stretch the wall time).\n"
+        f"({cpu_s / 60:.1f} CPU-min).\n"
         f"Wrote {model_path}, {out / 'bottom_half_mask.tif'}, {out / 'bottom_half_overlay.png'}."
     )
     return numbers

@@ -304,8 +304,8 @@ def iter_train(
                     if not torch.isfinite(loss):
                         kept = f"; the last good state {out / ckpt.LAST_STATE} is kept" if out else ""
                         raise TrainingError(
-                            f"The loss became {float(loss)} at step {step + 1}{kept}. Lower the learning "
-                            "rate (--lr), keep gradient clipping on, or turn AMP off (amp: false)."
+                            f"The loss became {float(loss.detach())} at step {step + 1}{kept}. Lower the "
+                            "learning rate (--lr), keep gradient clipping on, or turn AMP off (amp: false)."
                         )
                     scaler.scale(loss / cfg.accumulate).backward()
                 loss_sum += float(loss.detach()) / cfg.accumulate

@@ -99,8 +99,9 @@ def visible_rect(viewer: Any, layer: Any, axes: str) -> Rect | None:
     if size is None:
         return None
     h, w = (float(v) for v in size)
-    zoom = float(viewer.camera.zoom)
-    cy, cx = (float(v) for v in viewer.camera.center[-2:])
+    camera = viewer_camera(viewer)
+    zoom = float(camera.zoom)
+    cy, cx = (float(v) for v in camera.center[-2:])
     point = np.asarray(viewer.dims.point, dtype=float)
     corners = []
     for dy, dx in ((-1, -1), (1, 1), (-1, 1), (1, -1)):
@@ -113,6 +114,12 @@ def visible_rect(viewer: Any, layer: Any, axes: str) -> Rect | None:
         (corners_arr[:, yi].min(), corners_arr[:, yi].max()),
         (corners_arr[:, xi].min(), corners_arr[:, xi].max()),
     )
+
+
+def viewer_camera(viewer: Any) -> Any:
+    """napari >= 0.9 keeps the camera on ``viewer.scene``; older versions on the viewer."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
 def layer_position(layer: Any, world_point: np.ndarray, axes: str) -> np.ndarray:

@@ -7,6 +7,7 @@ import pytest
 from napari.layers import Labels
 
 from napari_madgnet.inference.runner import Runner
+from napari_madgnet.widgets._scope import viewer_camera
 
 PLUGIN = "napari-madgnet"
 
@@ -182,8 +183,9 @@ def test_part_in_view_segments_only_the_visible_rectangle(
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(5).random((256, 256)).astype(np.float32), name="big")
     h, w = viewer.canvas.size
-    viewer.camera.center = (128.0, 128.0)
-    viewer.camera.zoom = 2.0 * max(h, w) / 128  # about 64 x 64 image pixels in view
+    camera = viewer_camera(viewer)
+    camera.center = (128.0, 128.0)
+    camera.zoom = 2.0 * max(h, w) / 128  # about 64 x 64 image pixels in view
     widget = _segment(viewer)
     widget.scope.setCurrentText("part in view")
     widget.threshold.setValue(0.0)

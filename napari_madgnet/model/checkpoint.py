@@ -463,6 +463,16 @@ def save_model(
     """
     ckpt = checkpoint_dict(model, metadata)
     target = Path(path).expanduser()
-    with atomic_path(target, overwrite=True) as tmp:
-        torch.save(ckpt, tmp)
+    atomic_torch_save(ckpt, target)
     return target
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through :func:`~napari_madgnet.io.atomic_path`, into a Python file object.
+
+    Given a file name, torch's C++ writer holds the GIL while it writes the archive (about 90 ms
+    for a 400 MB training state here), which freezes napari's window when a Fine-tune job saves;
+    through a file object every chunk goes through ``write``, which lets go of the GIL.
+    """
+    with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)

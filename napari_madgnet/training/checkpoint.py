@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_madgnet.io import atomic_path
+from napari_madgnet.model.checkpoint import atomic_torch_save
 
 STATE_FORMAT = "napari-madgnet-train-state"
 LAST_STATE = "last_state.pt"
@@ -57,8 +57,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_state(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
     """Atomically write a training state (``state`` must hold tensors and plain types only)."""
     full = {"format": STATE_FORMAT, "format_version": 1, **state, "rng": rng_state()}
-    with atomic_path(path, overwrite=True) as tmp:
-        torch.save(full, tmp)
+    atomic_torch_save(full, Path(path))
     return Path(path)
 
 

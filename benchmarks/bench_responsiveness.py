@@ -10,8 +10,10 @@ window; the target is under 100 ms. Prints a table and writes JSON to benchmarks
 
 Stalls have three sources, reported separately where possible: work on the GUI thread (the
 click handler: napari creating its progress bar; writing layers), the worker thread holding the
-GIL (Python code, garbage collection of napari's many objects), and the OS not scheduling the
-GUI thread on a busy machine (see the load average in the JSON).
+GIL (Python code, garbage collection of napari's many objects, torch's C++ checkpoint writer when
+given a file name), and the OS not scheduling the GUI thread on a busy machine (see the load
+average in the JSON). For each stall over 40 ms the JSON lists where the other threads were when
+it ended (``stall_culprits``): a worker that held the GIL has only just let go of it there.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seconds": round(time.perf_counter() - t0, 2),
             "click_handler_ms": round(click_ms, 1),
             "slow_gcs": list(watch.events),
+            "stall_culprits": sorted(meter.culprits, key=lambda c: -c["stall_ms"])[:8],
         }
 
     measure("idle", lambda: None, None, 0)

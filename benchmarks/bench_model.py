@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from napari_madgnet.model import MADGNet  # noqa: E402
-from napari_madgnet.model.optimize import fold_batchnorm  # noqa: E402
+from napari_madgnet.model.optimize import fold_batchnorm, inference_copy  # noqa: E402
 
 RULE = ROOT / "tests" / "fixtures" / "official" / "weights_rule.py"
 
@@ -161,6 +161,7 @@ def forward_comparison(args: argparse.Namespace, device: str = "cpu") -> dict[st
     x = x.to(device)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     folded_cl = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    fast = inference_copy(model)  # what the inference engine runs: folded BN, packed convolutions
 
     def released() -> torch.Tensor:
         model.set_reference_mode(True)
@@ -174,6 +175,7 @@ def forward_comparison(args: argparse.Namespace, device: str = "cpu") -> dict[st
         "optimised": lambda: model(x),
         "optimised + folded BN": lambda: folded(x),
         "optimised + folded BN + channels_last": lambda: folded_cl(x_cl),
+        "inference_copy (folded BN + packed convolutions)": lambda: fast(x),
     }
     compile_seconds = None
     if args.compile or device == "cuda":

@@ -340,7 +340,7 @@ def _run_tiles(image, layout, planes, runner, outputs, rng, tile, config, cancel
         acc: torch.Tensor | None = None
         wsum = torch.zeros(plane.shape[:2], dtype=torch.float32)
         done = 0
-        for group in batches(corners, config.batch_size):
+        for group in batches(corners, runner.batch_size):
             check_cancelled(cancel)
             x = _to_tensor([plane[y : y + t, x0 : x0 + t] for y, x0 in group])
             probs = runner(x)

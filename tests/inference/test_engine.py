@@ -330,3 +330,32 @@ def test_tiles_at_a_chosen_scale_keep_the_input_shape(counting):
         )
     assert res.mask.shape == (150, 130)
     assert sum(counting.calls) == 4  # 75 x 65 at half scale -> 2 x 2 tiles of 64
+
+
+def test_a_madgnet_runs_as_its_fast_copy_and_is_left_as_it_was(madgnet, monkeypatch):
+    """The engine runs the folded, packed copy (its numbers: tests/model/test_optimize.py); the
+    caller's model keeps its mode, device and weights, so a model being fine-tuned in napari is
+    not disturbed by segmenting with it."""
+    from napari_madgnet.inference import runner as runner_mod
+
+    made = []
+    original = runner_mod.inference_copy
+    monkeypatch.setattr(runner_mod, "inference_copy", lambda m: made.append(original(m)) or made[-1])
+    madgnet.train()
+    before = {k: v.clone() for k, v in madgnet.state_dict().items()}
+    try:
+        res = segment(rng_image((40, 48), np.uint8), madgnet, InferenceConfig(device="cpu"))
+        assert madgnet.training
+    finally:
+        madgnet.eval()
+    assert len(made) == 1 and not made[0].training
+    assert all(torch.equal(v, madgnet.state_dict()[k]) for k, v in before.items())
+    assert res.mask.shape == (40, 48) and res.provenance["resolved"]["device"] == "cpu"
+
+
+def test_cpu_runs_one_tile_at_a_time_unless_told(madgnet):
+    from napari_madgnet.inference.runner import Runner
+
+    assert Runner(madgnet, torch.device("cpu")).batch_size == 1
+    assert Runner(madgnet, torch.device("cpu"), batch_size=4).batch_size == 4
+    assert Runner(madgnet, torch.device("meta")).batch_size == 8

@@ -234,9 +234,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        from napari_madgnet.inference import fast_model
         from napari_madgnet.registry import load_registered_model
 
-        model = load_registered_model(args.model)
+        model = fast_model(load_registered_model(args.model))  # made once for all the files
     except Exception as exc:
         print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 ``segment(image, model, InferenceConfig(...))`` returns a ``SegmentationResult`` with per-class
 probabilities, a label image and provenance; ``iter_segment`` is the same as a generator of
 ``jobs.Progress`` for napari's thread workers; ``postprocess`` turns cached probabilities into
-labels again without the network. Qt-free.
+labels again without the network; ``fast_model`` makes the fast inference copy of a model once,
+for callers that segment many images with it. Qt-free.
 """
 
 from napari_madgnet.inference.config import GEOMETRIES, InferenceConfig, PostprocessConfig
@@ -11,6 +12,7 @@ from napari_madgnet.inference.engine import SegmentationResult, choose_geometry,
 from napari_madgnet.inference.layout import Layout, guess_axes, resolve_layout
 from napari_madgnet.inference.postprocess import postprocess
 from napari_madgnet.inference.provenance import file_sha256
+from napari_madgnet.inference.runner import fast_model
 
 __all__ = [
     "GEOMETRIES",
@@ -19,6 +21,7 @@ __all__ = [
     "PostprocessConfig",
     "SegmentationResult",
     "choose_geometry",
+    "fast_model",
     "file_sha256",
     "guess_axes",
     "iter_segment",

@@ -1,8 +1,10 @@
 """Running the network on batches, surviving out-of-memory.
 
-A MADGNet runs as its fast inference copy (``model.optimize.inference_copy``: BatchNorm folded,
-convolutions packed for oneDNN on the CPU; 1.2x the plain eager forward there); the caller's
-model is neither modified nor moved. Other networks run as they are.
+A MADGNet runs as its fast inference copy (``fast_model``: BatchNorm folded, convolutions
+packed for oneDNN on the CPU; 1.2x the plain eager forward there); the caller's model is neither
+modified nor moved. Callers that segment many images with one model (the CLI, the Segment
+widget's model cache, evaluation) make the copy once with ``fast_model`` and pass that.
+Other networks run as they are.
 
 On an out-of-memory error the batch is split in halves and retried; when even one tile does not
 fit, the model moves to the CPU with a visible warning. The engine forwards the runner's
@@ -18,6 +20,7 @@ import torch
 
 from napari_madgnet.device import autocast
 from napari_madgnet.model import MADGNet, inference_copy
+from napari_madgnet.model.optimize import pack_convolutions
 
 _OOM_TYPES: tuple[type[BaseException], ...] = tuple(
     t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None)) if t
@@ -46,10 +49,18 @@ def default_batch_size(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8
 
 
+def fast_model(model: torch.nn.Module) -> torch.nn.Module:
+    """What the engine runs for ``model``: a MADGNet's inference copy (an inference copy is
+    returned as it is, so passing one avoids copying again per image); other networks as given."""
+    if not isinstance(model, MADGNet):
+        return model
+    if getattr(model, "bn_folded", False):  # already an inference copy
+        return pack_convolutions(model)
+    return inference_copy(model)
+
+
 def _prepared(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    if isinstance(model, MADGNet):
-        return inference_copy(model).to(device)
-    return model.eval().to(device)
+    return fast_model(model).eval().to(device)
 
 
 class Runner:

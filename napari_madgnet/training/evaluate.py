@@ -53,7 +53,10 @@ def evaluate_folder(
     callback: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
     """Score every pair, write ``per_image.csv``, ``summary.json`` and PNG figures into ``out``."""
+    from napari_madgnet.inference import fast_model
+
     pairs = find_pairs(data)
+    model = fast_model(model)  # the inference copy once, not once per image
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []

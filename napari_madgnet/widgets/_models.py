@@ -20,7 +20,9 @@ class ModelCache:
         self._model: Any = None
 
     def get(self, name_or_path: str) -> Any:
-        """The model a registry name or checkpoint path stands for (loaded on the CPU)."""
+        """The model a registry name or checkpoint path stands for, as its inference copy
+        (``inference.fast_model``, loaded on the CPU): re-runs reuse its packed weights."""
+        from napari_madgnet.inference import fast_model
         from napari_madgnet.registry import load_registered_model, resolve_model
 
         entry = resolve_model(name_or_path)
@@ -34,7 +36,7 @@ class ModelCache:
         if key != self._key:
             self._model = None  # let the old one go before loading the new one
             try:
-                self._model = load_registered_model(name_or_path)
+                self._model = fast_model(load_registered_model(name_or_path))
             except Exception as exc:
                 raise ValueError(
                     f"{path} could not be loaded as a MADGNet model ({type(exc).__name__}: {exc}). "

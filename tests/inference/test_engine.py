@@ -16,6 +16,7 @@ from napari_madgnet.inference import (
     PostprocessConfig,
     SegmentationResult,
     choose_geometry,
+    fast_model,
     iter_segment,
     segment,
 )
@@ -351,6 +352,11 @@ def test_a_madgnet_runs_as_its_fast_copy_and_is_left_as_it_was(madgnet, monkeypa
     assert len(made) == 1 and not made[0].training
     assert all(torch.equal(v, madgnet.state_dict()[k]) for k, v in before.items())
     assert res.mask.shape == (40, 48) and res.provenance["resolved"]["device"] == "cpu"
+    # A caller that segments many images makes the copy once and passes it: no copy per image.
+    fast = fast_model(madgnet)
+    assert fast is not madgnet and fast_model(fast) is fast and len(made) == 2
+    again = segment(rng_image((40, 48), np.uint8), fast, InferenceConfig(device="cpu"))
+    assert len(made) == 2 and again.provenance["model"] == res.provenance["model"]
 
 
 def test_cpu_runs_one_tile_at_a_time_unless_told(madgnet):

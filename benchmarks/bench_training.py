@@ -3,16 +3,19 @@
     python benchmarks/bench_training.py [--quick] [--device cpu|cuda] [--size 352]
 
 For batch 2 and 8 (and 16 on a GPU) at 352 px: images per second and peak memory of
-(a) a plain loop: fp32, the release's per-filter channel attention, forward_stages + the same
-loss + Adam; (b) the engine (``iter_train``: vectorised attention, AMP on CUDA, its data
-pipeline). Prints a table and writes JSON to benchmarks/results/. Goal: (b) >= 1.3x (a), and a
-batch of 16 at 352 px in under 16 GB on a GPU.
+(a) a plain loop: fp32, the released computation (``set_reference_mode``: per-filter channel
+attention, pooling kernels), forward_stages + the same loss + Adam; (b) the engine
+(``iter_train``: this package's network, its data pipeline) in fp32; (c) the engine with mixed
+precision as it runs by default (CUDA: AMP; CPU: bf16 autocast where the CPU has bf16 units;
+the row is left out elsewhere). Prints a table and writes JSON to benchmarks/results/. Goal: the
+engine >= 1.3x (a), and a batch of 16 at 352 px in under 16 GB on a GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import time
@@ -41,7 +44,7 @@ def plain_loop(batch: int, size: int, steps: int, device: torch.device) -> dict[
 
     torch.manual_seed(0)
     model = MADGNet("resnest50").to(device).train()
-    model.set_reference_attention(True)
+    model.set_reference_mode(True)
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     x = torch.rand(batch, 3, size, size, device=device)
     mask = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
@@ -62,7 +65,9 @@ def plain_loop(batch: int, size: int, steps: int, device: torch.device) -> dict[
     return {"images_per_s": batch / step, "step_s": step, "peak_mb": _peak_mb(device)}
 
 
-def engine_loop(batch: int, size: int, steps: int, device: torch.device) -> dict[str, float]:
+def engine_loop(
+    batch: int, size: int, steps: int, device: torch.device, amp: bool = False
+) -> dict[str, float]:
     from napari_madgnet.training import TrainConfig, data_from_arrays, iter_train
 
     rng = np.random.default_rng(0)
@@ -82,6 +87,8 @@ def engine_loop(batch: int, size: int, steps: int, device: torch.device) -> dict
         init="scratch",
         device=str(device),
         num_workers=2 if device.type == "cuda" else 0,
+        amp=amp,
+        cpu_amp=amp,
     )
     data = data_from_arrays(image, labels, cfg)
     _reset(device)
@@ -96,7 +103,9 @@ def engine_loop(batch: int, size: int, steps: int, device: torch.device) -> dict
     return {"images_per_s": batch / step, "step_s": step, "peak_mb": _peak_mb(device)}
 
 
-def _measure_in_subprocess(kind: str, batch: int, size: int, steps: int, device: str, threads: int) -> dict:
+def _measure_in_subprocess(
+    kind: str, batch: int, size: int, steps: int, device: str, threads: int, extra: str = ""
+) -> dict:
     """Each measurement in its own process, so the CPU peak RSS belongs to it alone."""
     import subprocess
     import sys
@@ -105,7 +114,7 @@ def _measure_in_subprocess(kind: str, batch: int, size: int, steps: int, device:
     code = (
         f"import json, torch, sys; sys.path.insert(0, {here!r}); torch.set_num_threads({threads}); "
         "import bench_training as b; from napari_madgnet.device import resolve_device; "
-        f"print(json.dumps(b.{kind}_loop({batch}, {size}, {steps}, resolve_device({device!r}))))"
+        f"print(json.dumps(b.{kind}_loop({batch}, {size}, {steps}, resolve_device({device!r}){extra})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -124,24 +133,37 @@ def main() -> None:
     device = resolve_device(args.device)
     batches = [2] if args.quick else [2, 8] + ([16] if device.type == "cuda" else [])
     steps = 2 if args.quick else 4
+    from napari_madgnet.training.engine import cpu_bf16_supported
+
+    has_amp = device.type == "cuda" or (device.type == "cpu" and cpu_bf16_supported())
+    amp_name = "AMP" if device.type == "cuda" else "bf16 autocast"
     rows = []
+    print(f"{'device':7}{'batch':>6}  {'loop':<22}{'img/s':>8}{'peak MB':>10}{'x plain':>9}")
     for batch in batches:
-        plain = _measure_in_subprocess("plain", batch, args.size, steps, str(device), args.threads)
-        engine = _measure_in_subprocess("engine", batch, args.size, steps, str(device), args.threads)
-        rows.append(
-            {
-                "batch": batch,
-                "plain": plain,
-                "engine": engine,
-                "speedup": engine["images_per_s"] / plain["images_per_s"],
-            }
+        row: dict = {"batch": batch}
+        row["plain"] = _measure_in_subprocess("plain", batch, args.size, steps, str(device), args.threads)
+        row["engine_fp32"] = _measure_in_subprocess(
+            "engine", batch, args.size, steps, str(device), args.threads, ", amp=False"
         )
-        print(
-            f"{device.type:5s} {args.size}px batch {batch:2d}: plain {plain['images_per_s']:7.2f} img/s "
-            f"({plain['peak_mb']:8.0f} MB) | engine {engine['images_per_s']:7.2f} img/s "
-            f"({engine['peak_mb']:8.0f} MB) | x{rows[-1]['speedup']:.2f}",
-            flush=True,
-        )
+        if has_amp:
+            row["engine_amp"] = _measure_in_subprocess(
+                "engine", batch, args.size, steps, str(device), args.threads, ", amp=True"
+            )
+        base = row["plain"]["images_per_s"]
+        for key, label in (
+            ("plain", "plain fp32 (released)"),
+            ("engine_fp32", "engine fp32"),
+            ("engine_amp", f"engine {amp_name}"),
+        ):
+            if key in row:
+                r = row[key]
+                r["speedup"] = r["images_per_s"] / base
+                print(
+                    f"{device.type:7}{batch:>6}  {label:<22}{r['images_per_s']:>8.2f}"
+                    f"{r['peak_mb']:>10.0f}{r['speedup']:>9.2f}",
+                    flush=True,
+                )
+        rows.append(row)
     result = {
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
@@ -151,6 +173,7 @@ def main() -> None:
         "quick": args.quick,
         "torch": torch.__version__,
         "rows": rows,
+        "load_average_after": list(os.getloadavg()),
         "note": "each loop in its own process; CPU peak = peak RSS, GPU peak = max_memory_allocated.",
     }
     out = (

@@ -48,20 +48,21 @@ def run_case(case: str, device: str, threads: int, backbone: str) -> dict:
     import torch
 
     from napari_madgnet.device import resolve_device
-    from napari_madgnet.inference import InferenceConfig, segment
+    from napari_madgnet.inference import InferenceConfig, fast_model, segment
     from napari_madgnet.model import MADGNet
 
     torch.set_num_threads(threads)
     dev = resolve_device(device)
     torch.manual_seed(0)
-    model = MADGNet(backbone=backbone).eval().to(dev)
+    # As the CLI and the widgets hold it: the inference copy, made once per loaded model.
+    model = fast_model(MADGNet(backbone=backbone).eval()).to(dev)
     rng = np.random.default_rng(0)
     if case == "batching":
         return _batching(model, dev)
     dims = tuple(int(v) for v in case.split("x"))
     image = (rng.random(dims, dtype=np.float32) * 255).astype(np.uint8)
     geometry = "resize" if len(dims) == 3 or dims[-1] <= 352 else "tiles"
-    cfg = InferenceConfig(geometry=geometry, tile_size=352, overlap=0.25, batch_size=8, device=device)
+    cfg = InferenceConfig(geometry=geometry, tile_size=352, overlap=0.25, device=device)  # default batch
     segment(image[..., :352, :352] if len(dims) == 2 else image[:1], model, cfg)  # warm-up
     if dev.type == "cuda":
         torch.cuda.synchronize()

@@ -8,7 +8,7 @@ Public API::
     save_model(model, path, metadata=None) -> Path
     read_checkpoint_info(path) -> dict                     # config/preprocessing/provenance
     fold_batchnorm(model) -> MADGNet                       # faster inference-only copy
-    inference_copy(model, compile=False) -> nn.Module      # + optional torch.compile
+    inference_copy(model, compile=False) -> nn.Module      # + packed CPU convolutions, or torch.compile
     CheckpointError, CheckpointMismatchError, UnsafeCheckpointError, NotACheckpointError
 
 This package uses only torch, numpy and the standard library (no Qt, no napari).

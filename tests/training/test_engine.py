@@ -84,3 +84,23 @@ def test_unwritable_output_fails_before_training(tmp_path, tiny_cfg) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(PermissionError, match="Cannot write"):
         next(iter_train(tiny_cfg, data, out_dir=tmp_path / "file" / "run"))
+
+
+def test_dataloader_workers_give_the_same_batches(tiny_cfg, monkeypatch) -> None:
+    """Each sample is drawn from (seed, index), so worker processes change nothing but speed."""
+    from dataclasses import replace
+
+    image, labels = blobs()
+    data = data_from_arrays(image, labels, tiny_cfg)
+    in_process = train(tiny_cfg, data)
+    workers = []
+    real_loader = engine_mod.DataLoader
+
+    def spy(*args, **kwargs):
+        workers.append(kwargs["num_workers"])
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(engine_mod, "DataLoader", spy)
+    with_workers = train(replace(tiny_cfg, num_workers=2), data)
+    assert workers and workers[0] == 2
+    assert _losses(with_workers.history) == _losses(in_process.history)

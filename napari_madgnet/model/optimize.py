@@ -135,6 +135,10 @@ class PackedConv2d(nn.Conv2d):
         packed.weight, packed.bias = conv.weight, conv.bias
         return packed
 
+    def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self._packed, self._packed_for = None, None  # .to(device/dtype): pack again if needed
+        return super()._apply(fn, *args, **kwargs)
+
     def _fast(self, x: torch.Tensor) -> bool:
         return (
             x.device.type == "cpu"

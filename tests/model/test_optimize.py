@@ -89,6 +89,9 @@ def test_packed_convolution_equals_conv2d(kwargs, relu: bool) -> None:
             torch.testing.assert_close(packed(x), plain(x), rtol=1e-4, atol=1e-5)
         conv.weight.mul_(2)  # an in-place change is noticed
         torch.testing.assert_close(packed(x), plain(x), rtol=1e-4, atol=1e-5)
+        packed.to(torch.float64).to(torch.float32)  # moving drops the packed copy
+        assert packed[0]._packed is None
+        torch.testing.assert_close(packed(x), plain(x), rtol=1e-4, atol=1e-5)
 
 
 def test_packed_convolution_keeps_gradients() -> None:

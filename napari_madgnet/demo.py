@@ -25,7 +25,7 @@ from napari_madgnet.training.config import TrainConfig
 def demo_config(**overrides: object) -> TrainConfig:
     """The fine-tuning preset as measured to learn the nuclei sample on 2 CPU cores in minutes."""
     base: dict[str, object] = dict(
-        init="scratch", patch_size=64, batch_size=4, lr=2e-3, max_steps=200, steps_per_epoch=20, cpu_amp=False
+        init="scratch", patch_size=64, batch_size=4, lr=2e-3, max_steps=200, steps_per_epoch=20
     )
     base.update(overrides)
     return TrainConfig.finetune(**base)

@@ -59,6 +59,17 @@ def test_targets() -> None:
     assert d.min() == 0 and d.max() == 1 and d[0, 5, 5] == 0
 
 
+def test_edge_weight_is_pranets_31x31_pool() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from napari_madgnet.training.losses import edge_weight
+
+    mask = (torch.rand(3, 2, 47, 80, generator=torch.Generator().manual_seed(1)) > 0.7).float()
+    direct = 1 + 5 * torch.abs(F.avg_pool2d(mask, 31, stride=1, padding=15) - mask)
+    torch.testing.assert_close(edge_weight(mask), direct, rtol=0, atol=1e-5)
+
+
 def test_split_is_deterministic_and_never_empty(tiny_cfg) -> None:
     image, labels = blobs((128, 96))
     data = data_from_arrays(image, labels, tiny_cfg)

@@ -99,6 +99,10 @@ class TrainConfig:
     # bf16 autocast on CPUs with AVX512-BF16 or AMX: pays at 352 px (1.25x the fp32 engine step on
     # 2 Zen 4 cores) but costs at small patches (96 px: 0.73x), so the fine-tuning preset turns it off.
     cpu_amp: bool = True
+    # Activations in NHWC order, which oneDNN convolves without reordering. None: on the CPU in
+    # fp32 only, where it measured faster (not with bf16 autocast: see engine._memory_format);
+    # CUDA is left as it was (not measured on a GPU yet).
+    channels_last: bool | None = None
     device: str = "auto"
     num_workers: int = 0
     seed: int = 0

@@ -16,6 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Generator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from napari_madgnet.training import checkpoint as ckpt
 from napari_madgnet.training import distributed
 from napari_madgnet.training.config import TrainConfig
 from napari_madgnet.training.data import AnyItem, StreamSampler, TrainStream, check_patch_size
+from napari_madgnet.training.host_memory import keep_freed_memory
 from napari_madgnet.training.losses import esdm_loss
 from napari_madgnet.training.modelio import build_model, save_trained, unwrap
 
@@ -218,7 +220,8 @@ def iter_train(
     random.seed(cfg.seed)
 
     net = model if model is not None else build_model(cfg, data.num_classes)
-    net.to(device).train()
+    layout = _memory_format(cfg, device)
+    net.to(device, memory_format=layout).train()
     optim = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = total_steps(cfg, data, info.world)
     per_epoch = steps_per_epoch(cfg, data, info.world)
@@ -286,6 +289,9 @@ def iter_train(
     t0 = time.perf_counter()
     images = 0
     step = start
+    # CPU: the same activations are freed and allocated every step; keep their pages mapped.
+    host_memory = ExitStack()
+    host_memory.enter_context(keep_freed_memory(device.type == "cpu"))
     try:
         for step in range(start, total):
             check_cancelled(cancel)
@@ -295,6 +301,7 @@ def iter_train(
                 if batch["image"].shape[0] == 1:
                     batch = _duplicate_single(batch)
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                batch["image"] = batch["image"].contiguous(memory_format=layout)
                 sync = not info.enabled or micro == cfg.accumulate - 1
                 ctx = wrapped.no_sync() if not sync else _null()
                 with ctx:
@@ -364,6 +371,8 @@ def iter_train(
     except Cancelled:
         save_last(step)
         raise
+    finally:
+        host_memory.close()
 
     # The result is the best validated network (the last one when nothing was validated).
     distributed.barrier(info)  # rank 0 has written best.pt before anyone reads it
@@ -374,7 +383,7 @@ def iter_train(
         unwrap(net).load_state_dict(best_net.state_dict())
     net.eval()
     saved = None
-    final = unwrap(net)
+    final = unwrap(net).to(memory_format=torch.contiguous_format)  # as a loaded model would be
     metadata = _model_metadata(cfg, data, history, best)
     # The returned model says how it must be applied (patch-sized tiles, normalisation), as if
     # it had been loaded from the saved file, so inference treats both the same way.
@@ -405,11 +414,28 @@ def cpu_bf16_supported() -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
+def _cpu_bf16(device: torch.device, cfg: TrainConfig) -> bool:
+    return device.type == "cpu" and cfg.cpu_amp and cpu_bf16_supported()
+
+
 def _train_autocast(device: torch.device, cfg: TrainConfig) -> Any:
     """CUDA: device.autocast; CPU: bf16 autocast where the hardware has bf16 units (cfg.cpu_amp)."""
-    if device.type == "cpu" and cfg.cpu_amp and cpu_bf16_supported():
+    if _cpu_bf16(device, cfg):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return autocast(device, cfg.amp)
+
+
+def _memory_format(cfg: TrainConfig, device: torch.device) -> torch.memory_format:
+    """NHWC for CPU training in fp32 (oneDNN then skips its layout reorders), else NCHW.
+
+    Not with bf16 autocast on the CPU: there, oneDNN's weight gradient of the dilated depthwise
+    convolutions (the MFMSA branches) in NHWC is wrong, with NaN or 1e34 values in a third of the
+    calls (torch 2.13, Zen 4; reproduced in isolation), while NCHW gives the right values.
+    """
+    if cfg.channels_last is not None:
+        return torch.channels_last if cfg.channels_last else torch.contiguous_format
+    nhwc = device.type == "cpu" and not _cpu_bf16(device, cfg)
+    return torch.channels_last if nhwc else torch.contiguous_format
 
 
 class _null:

@@ -104,3 +104,28 @@ def test_dataloader_workers_give_the_same_batches(tiny_cfg, monkeypatch) -> None
     with_workers = train(replace(tiny_cfg, num_workers=2), data)
     assert workers and workers[0] == 2
     assert _losses(with_workers.history) == _losses(in_process.history)
+
+
+def test_channels_last_changes_speed_not_results(tiny_cfg) -> None:
+    """NHWC training (the CPU default) learns the same numbers; the model comes back NCHW."""
+    image, labels = blobs()
+    runs = {}
+    for layout in (True, False):
+        cfg = tiny_cfg.replace(channels_last=layout, backbone="resnet50")
+        result = train(cfg, data_from_arrays(image, labels, cfg))
+        assert all(p.is_contiguous() for p in result.model.parameters())
+        runs[layout] = result
+    # Losses, not weights: Adam turns rounding-level gradient differences into lr-sized steps.
+    np.testing.assert_allclose(
+        [r["loss"] for r in runs[True].history], [r["loss"] for r in runs[False].history], rtol=1e-3
+    )
+
+
+def test_cpu_layout_is_nhwc_in_fp32_only(tiny_cfg, monkeypatch) -> None:
+    """oneDNN's NHWC bf16 weight gradient of dilated depthwise convolutions is wrong: never mix."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(engine_mod, "cpu_bf16_supported", lambda: True)
+    assert engine_mod._memory_format(tiny_cfg.replace(cpu_amp=False), cpu) == torch.channels_last
+    assert engine_mod._memory_format(tiny_cfg.replace(cpu_amp=True), cpu) == torch.contiguous_format
+    assert engine_mod._memory_format(tiny_cfg.replace(channels_last=False), cpu) == torch.contiguous_format
+    assert engine_mod._memory_format(tiny_cfg, torch.device("cuda")) == torch.contiguous_format

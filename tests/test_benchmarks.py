@@ -40,3 +40,23 @@ def test_inference_benchmark_case_runs() -> None:
 
     result = bench_inference.run_case("96x96", "cpu", torch.get_num_threads(), "resnet50")
     assert result["megapixels_per_s"] > 0 and result["geometry"] == "resize"
+
+
+def test_plain_loop_loss_is_the_engine_loss() -> None:
+    """The baseline computes the same numbers as the engine, only in the plain way."""
+    import bench_training
+
+    from napari_madgnet.training import LossConfig
+    from napari_madgnet.training.losses import esdm_loss
+
+    torch.manual_seed(0)
+    mask = (torch.rand(2, 1, 70, 90) > 0.6).float()
+    batch = {
+        "mask": mask,
+        "valid": torch.ones_like(mask),
+        "boundary": (torch.rand_like(mask) > 0.9).float(),
+        "distance": torch.rand_like(mask),
+    }
+    stages = [tuple(torch.randn(2, 1, 70, 90) for _ in range(3)) for _ in range(4)]
+    engine, _ = esdm_loss(stages, batch, LossConfig())
+    torch.testing.assert_close(engine, bench_training.plain_loss(stages, batch), rtol=1e-5, atol=1e-6)

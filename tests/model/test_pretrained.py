@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,38 +19,9 @@ from napari_madgnet.model.pretrained import (
 )
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP server on 127.0.0.1 serving a folder; yields (base URL, folder)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/", root
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
-
-
-def _publish(root: Path, stem: str, payload: bytes, good: bool = True) -> str:
-    prefix = hashlib.sha256(payload).hexdigest()[:8] if good else "deadbeef"
-    name = f"{stem}-{prefix}.pth"
-    (root / name).write_bytes(payload)
-    return name
-
-
-def test_download_succeeds_and_is_cached(server, tmp_path: Path) -> None:
+def test_download_succeeds_and_is_cached(server, publish, tmp_path: Path) -> None:
     base, root = server
-    name = _publish(root, "tiny", b"weights" * 1000)
+    name = publish(root, "tiny", b"weights" * 1000)
     cache = tmp_path / "cache"
     path = fetch_file(name, base, folder=cache)
     assert path == cache / name and path.read_bytes() == b"weights" * 1000
@@ -64,9 +30,9 @@ def test_download_succeeds_and_is_cached(server, tmp_path: Path) -> None:
     assert fetch_file(name, base, folder=cache) == path
 
 
-def test_bad_hash_is_refused_and_nothing_is_kept(server, tmp_path: Path) -> None:
+def test_bad_hash_is_refused_and_nothing_is_kept(server, publish, tmp_path: Path) -> None:
     base, root = server
-    name = _publish(root, "tiny", b"tampered", good=False)
+    name = publish(root, "tiny", b"tampered", good=False)
     cache = tmp_path / "cache"
     with pytest.raises(PretrainedWeightsError, match="does not start with deadbeef"):
         fetch_file(name, base, folder=cache)
@@ -79,9 +45,9 @@ def test_corrupt_cached_file_is_reported(tmp_path: Path) -> None:
         fetch_file("tiny-0123abcd.pth", "http://127.0.0.1:9/", folder=tmp_path)
 
 
-def test_offline_message_names_file_and_folder(server, tmp_path: Path, monkeypatch) -> None:
+def test_offline_message_names_file_and_folder(server, publish, tmp_path: Path, monkeypatch) -> None:
     base, root = server
-    name = _publish(root, "resnet50", b"abc")
+    name = publish(root, "resnet50", b"abc")
     monkeypatch.setitem(pretrained.IMAGENET_WEIGHTS, "resnet50", WeightFile(name, base))
     monkeypatch.setenv("MADGNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MADGNET_WEIGHTS_URL", "http://127.0.0.1:9/nothing-listens-here/")

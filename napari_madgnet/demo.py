@@ -23,9 +23,13 @@ from napari_madgnet.training.config import TrainConfig
 
 
 def demo_config(**overrides: object) -> TrainConfig:
-    """The fine-tuning preset as measured to learn the nuclei sample on 2 CPU cores in minutes."""
+    """The fine-tuning preset as measured to learn the nuclei sample on 2 CPU cores in minutes.
+
+    400 steps, not 200: at 200 the bottom-half Dice depended on rounding-level differences
+    (seeds 0/1/2: 0.879/0.902/0.931, the first no better than Otsu); at 400 it was 0.92-0.93.
+    """
     base: dict[str, object] = dict(
-        init="scratch", patch_size=64, batch_size=4, lr=2e-3, max_steps=200, steps_per_epoch=20
+        init="scratch", patch_size=64, batch_size=4, lr=2e-3, max_steps=400, steps_per_epoch=40
     )
     base.update(overrides)
     return TrainConfig.finetune(**base)

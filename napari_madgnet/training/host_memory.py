@@ -12,6 +12,8 @@ PyTorch's CPU performance guide achieves, without replacing the allocator. On ex
 fixed values equal to where glibc's own dynamic thresholds settle after large frees (32 MiB and
 64 MiB) and returns the free memory with ``malloc_trim``, so an interactive session (napari) does
 not keep the training peak. Elsewhere (macOS, Windows, musl) it does nothing.
+The gain is sure in a fresh process (CLI, src_train, benchmarks); in a long-lived one the heap's
+history can still make re-allocations fault (seen in a long test session), so it may be smaller.
 """
 
 from __future__ import annotations

@@ -432,9 +432,13 @@ def _memory_format(cfg: TrainConfig, device: torch.device) -> torch.memory_forma
     convolutions (the MFMSA branches) in NHWC is wrong, with NaN or 1e34 values in a third of the
     calls (torch 2.13, Zen 4; reproduced in isolation), while NCHW gives the right values.
     """
-    if cfg.channels_last is not None:
-        return torch.channels_last if cfg.channels_last else torch.contiguous_format
-    nhwc = device.type == "cpu" and not _cpu_bf16(device, cfg)
+    bf16_on_cpu = _cpu_bf16(device, cfg)
+    if cfg.channels_last and bf16_on_cpu:
+        raise ValueError(
+            "channels_last with bf16 autocast on the CPU trains on wrong gradients (a oneDNN fault in "
+            "dilated depthwise convolutions); set channels_last: false (or cpu_amp: false)."
+        )
+    nhwc = cfg.channels_last if cfg.channels_last is not None else device.type == "cpu" and not bf16_on_cpu
     return torch.channels_last if nhwc else torch.contiguous_format
 
 

@@ -129,3 +129,5 @@ def test_cpu_layout_is_nhwc_in_fp32_only(tiny_cfg, monkeypatch) -> None:
     assert engine_mod._memory_format(tiny_cfg.replace(cpu_amp=True), cpu) == torch.contiguous_format
     assert engine_mod._memory_format(tiny_cfg.replace(channels_last=False), cpu) == torch.contiguous_format
     assert engine_mod._memory_format(tiny_cfg, torch.device("cuda")) == torch.contiguous_format
+    with pytest.raises(ValueError, match="channels_last: false"):
+        engine_mod._memory_format(tiny_cfg.replace(cpu_amp=True, channels_last=True), cpu)

@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from napari_madgnet.errors import UserError
+
 IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".zarr")
 MASK_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserError):
     """A file could not be read as an image; the message names the file and what to do."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_madgnet.errors import UserError
 from napari_madgnet.io import atomic_path
 from napari_madgnet.paths import models_dir
 
@@ -46,7 +47,7 @@ _lock = threading.Lock()
 _memory_cache: dict[str, dict[str, Any]] = {}
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """A model name or file the registry cannot use; the message says what to do."""
 
 

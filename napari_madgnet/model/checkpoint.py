@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_madgnet.errors import UserError
 from napari_madgnet.io import atomic_path
 
 from .config import ModelConfig
@@ -46,7 +47,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel / DDP, torch.compi
 PathOrStateDict = str | os.PathLike[str] | Mapping[str, Any]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file or object that cannot be loaded as MADGNet weights."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from napari_madgnet.errors import UserError
 from napari_madgnet.paths import cache_dir
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$")
@@ -53,7 +54,7 @@ IMAGENET_WEIGHTS: dict[str, WeightFile] = {
 }
 
 
-class PretrainedWeightsError(OSError):
+class PretrainedWeightsError(UserError, OSError):
     """ImageNet weights could not be obtained (offline, bad hash, unusable file)."""
 
 

@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from napari_madgnet.errors import UserError
 from napari_madgnet.preprocess import apply_range, fit_range
 from napari_madgnet.training import augment
 from napari_madgnet.training.config import TrainConfig
 from napari_madgnet.training.targets import boundary_target, distance_target, labels_to_masks
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Training data that cannot be used; the message says what is wrong and how to fix it."""
 
 

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from napari_madgnet.device import autocast, resolve_device
+from napari_madgnet.errors import UserError
 from napari_madgnet.jobs import Cancelled, CancelToken, Progress, check_cancelled, run_to_end
 from napari_madgnet.training import checkpoint as ckpt
 from napari_madgnet.training import distributed
@@ -37,7 +38,7 @@ from napari_madgnet.training.losses import esdm_loss
 from napari_madgnet.training.modelio import build_model, save_trained, unwrap
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (e.g. the loss became NaN); the message says what was kept."""
 
 

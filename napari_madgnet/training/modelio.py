@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from napari_madgnet.errors import UserError
 from napari_madgnet.training.config import TrainConfig
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError):
     """The model to start from cannot be used for this run; the message says why and what to do."""
 
 

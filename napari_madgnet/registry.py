@@ -14,12 +14,12 @@ large checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import threading
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,20 +88,30 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
 
 
-def checkpoint_metadata(path: Path, directory: Path | None = None) -> dict[str, Any]:
-    """``read_checkpoint_info`` of a file, cached in memory and in the folder by (size, mtime)."""
+def _metadata_cache_file() -> Path | None:
+    """The on-disk metadata cache: in the models folder only, never beside a user's checkpoint
+    (a release folder is not ours to write into); None when the models folder does not exist."""
+    root = models_dir()
+    return root / _CACHE_FILE if root.is_dir() else None
+
+
+def checkpoint_metadata(path: Path) -> dict[str, Any]:
+    """``read_checkpoint_info`` of a file (config, preprocessing, provenance), cached by
+    (path, size, mtime) in memory and in the models folder's ``.metadata-cache.json``."""
     from napari_madgnet.model import read_checkpoint_info
 
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    cache_path = (directory or path.parent) / _CACHE_FILE
+    cache_path = _metadata_cache_file()
     with _lock:
         if key in _memory_cache:
             return _memory_cache[key]
-        try:
-            disk = json.loads(cache_path.read_text())
-        except (OSError, ValueError):
-            disk = {}
+        disk: dict[str, Any] = {}
+        if cache_path is not None:
+            try:
+                disk = json.loads(cache_path.read_text())
+            except (OSError, ValueError):
+                disk = {}
         if key in disk:
             _memory_cache[key] = disk[key]
             return disk[key]
@@ -109,22 +119,39 @@ def checkpoint_metadata(path: Path, directory: Path | None = None) -> dict[str, 
     meta = _jsonable({k: info.get(k) for k in ("format", "config", "preprocessing", "provenance")})
     with _lock:
         _memory_cache[key] = meta
-        disk[key] = meta
-        try:
-            with atomic_path(cache_path, overwrite=True) as tmp:
+        if cache_path is not None:
+            disk[key] = meta
+            # a read-only folder still lists, only slower
+            with contextlib.suppress(OSError), atomic_path(cache_path, overwrite=True) as tmp:
                 tmp.write_text(json.dumps(disk))
-        except OSError:
-            pass  # a read-only folder still lists, only slower
     return meta
 
 
-def _entry_from_checkpoint(path: Path, directory: Path, name: str | None = None) -> ModelEntry:
-    entry = ModelEntry(name=name or _stem(path), path=path, kind="checkpoint")
+def cached_metadata(path: Path) -> dict[str, Any] | None:
+    """The metadata of ``path`` if it is already cached (no file is opened); else None."""
     try:
-        meta = checkpoint_metadata(path, directory)
-    except Exception as exc:  # a broken file is listed with its problem, not hidden
-        entry.available, entry.problem = False, f"{type(exc).__name__}: {exc}"
-        return entry
+        st = path.stat()
+    except OSError:
+        return None
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    with _lock:
+        return _memory_cache.get(key)
+
+
+def _entry_from_checkpoint(path: Path, name: str | None = None, *, read: bool = True) -> ModelEntry:
+    """An entry for a checkpoint file; ``read=False`` fills only what the cache already knows
+    (pickers list names on the GUI thread and must not open 130 MB files there)."""
+    entry = ModelEntry(name=name or _stem(path), path=path, kind="checkpoint")
+    if not read:
+        meta = cached_metadata(path)
+        if meta is None:
+            return entry
+    else:
+        try:
+            meta = checkpoint_metadata(path)
+        except Exception as exc:  # a broken file is listed with its problem, not hidden
+            entry.available, entry.problem = False, f"{type(exc).__name__}: {exc}"
+            return entry
     config = meta.get("config") or {}
     prov = meta.get("provenance") or {}
     entry.encoder = config.get("backbone")
@@ -160,8 +187,12 @@ def _entry_from_card(card: Path) -> ModelEntry:
     return entry
 
 
-def list_models(directory: str | os.PathLike[str] | None = None) -> list[ModelEntry]:
-    """All models in the folder, sorted by name; unusable ones are listed with ``problem`` set."""
+def list_models(directory: str | os.PathLike[str] | None = None, *, read: bool = True) -> list[ModelEntry]:
+    """All models in the folder, sorted by name; unusable ones are listed with ``problem`` set.
+
+    ``read=False`` lists names, paths and index cards without opening any checkpoint (what is
+    already cached is filled in): fast enough for a GUI thread.
+    """
     root = Path(directory) if directory else models_dir()
     if not root.is_dir():
         return []
@@ -172,7 +203,7 @@ def list_models(directory: str | os.PathLike[str] | None = None) -> list[ModelEn
         if item.suffix == ".json":
             entry = _entry_from_card(item)
         elif _checkpoint_suffix(item) and item.is_file():
-            entry = _entry_from_checkpoint(item, root)
+            entry = _entry_from_checkpoint(item, read=read)
         else:
             continue
         entries.setdefault(entry.name, entry)
@@ -182,17 +213,41 @@ def list_models(directory: str | os.PathLike[str] | None = None) -> list[ModelEn
 def resolve_model(
     name_or_path: str | os.PathLike[str], directory: str | os.PathLike[str] | None = None
 ) -> ModelEntry:
-    """A registered name (case-insensitive) or a checkpoint path, as a ``ModelEntry``."""
-    text = os.fspath(name_or_path)
-    entries = list_models(directory)
+    """The one resolver: a registered name (case-insensitive) or a checkpoint path -> ``ModelEntry``.
+
+    Names are looked up first (the registry folder's checkpoints and index cards), then paths.
+    Every part of the product (CLI predict/finetune/evaluate/train, widgets, Python API) resolves
+    models here. Raises ``RegistryError`` listing the registered names when nothing matches, and
+    when the match is unusable (its file is missing or is not a checkpoint).
+    """
+    text = os.fspath(name_or_path).strip()
+    if not text:
+        raise RegistryError("No model given: pass a registered model name or a checkpoint file.")
+    entries = list_models(directory, read=False)
     for entry in entries:
         if entry.name.lower() == text.lower():
+            if entry.kind == "checkpoint":
+                entry = _entry_from_checkpoint(entry.path)  # now read: is it usable?
             if not entry.available:
-                raise RegistryError(f"Model {entry.name!r} is registered but unusable: {entry.problem}.")
+                raise RegistryError(
+                    f"Model {entry.name!r} is registered but unusable: {entry.problem}. Pick another model, "
+                    f"or remove it from {models_dir()}."
+                )
             return entry
     path = Path(text).expanduser()
     if path.is_file():
-        return _entry_from_checkpoint(path, path.parent)
+        entry = _entry_from_checkpoint(path)
+        if not entry.available:
+            raise RegistryError(
+                f"{path.name} cannot be used as a model ({entry.problem}). Pick another model, or check "
+                "that the file is complete (copy or export it again)."
+            )
+        return entry
+    if path.is_dir():
+        raise RegistryError(
+            f"{path} is a folder, not a model: pass a checkpoint file, or register the authors' release "
+            "folder once with `madgnet models import-official DIR`."
+        )
     known = ", ".join(e.name for e in entries) or "none yet"
     raise RegistryError(
         f"Unknown model {text!r}: neither a registered name (registered: {known}) nor a checkpoint file. "
@@ -201,37 +256,17 @@ def resolve_model(
     )
 
 
-_model_cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-#: Loaded models kept for reuse (the widget segments image after image with one model).
-MODEL_CACHE_SIZE = 2
-
-
 def load_registered_model(
-    name_or_path: str | os.PathLike[str],
-    device: Any = None,
-    directory: Any = None,
-    *,
-    cache: bool = True,
+    name_or_path: str | os.PathLike[str], device: Any = None, directory: Any = None
 ) -> Any:
     """Build the model a name or path stands for, with ``checkpoint_info`` completed from the registry.
 
-    The returned module also carries ``model_name`` and ``checkpoint_path`` for provenance. With
-    ``cache`` the last ``MODEL_CACHE_SIZE`` models are reused while their file is unchanged
-    (same size and mtime), so repeated runs skip building a 33 M-parameter network.
+    The returned module also carries ``model_name`` and ``checkpoint_path`` for provenance. Nothing
+    is cached here: callers that reuse a model keep it (the CLI for its run, a widget per widget).
     """
     from napari_madgnet.model import load_model
 
     entry = resolve_model(name_or_path, directory)
-    if entry.problem:
-        raise RegistryError(f"{entry.path} cannot be used as a model: {entry.problem}")
-    st = entry.path.stat()
-    key = (str(entry.path.resolve()), st.st_size, st.st_mtime_ns, json.dumps(entry.to_dict(), default=str))
-    with _lock:
-        model = _model_cache.get(key) if cache else None
-        if model is not None:
-            _model_cache.move_to_end(key)
-    if model is not None:
-        return model.to(device) if device is not None else model
     model = load_model(entry.path, backbone=entry.encoder if entry.kind == "link" else None, device=device)
     info = dict(getattr(model, "checkpoint_info", {}) or {})
     info["preprocessing"] = {**(info.get("preprocessing") or {}), **entry.preprocessing}
@@ -243,21 +278,34 @@ def load_registered_model(
     model.checkpoint_info = info
     model.model_name = entry.name
     model.checkpoint_path = str(entry.path)
-    if cache:
-        with _lock:
-            _model_cache[key] = model
-            while len(_model_cache) > MODEL_CACHE_SIZE:
-                _model_cache.popitem(last=False)
     return model
 
 
-def _check_name(name: str) -> str:
-    if not _NAME.match(name):
+def check_name(name: str) -> str:
+    """The registry's rule for model names: letters, digits, '.', '_', '-', starting with a letter
+    or digit, at most 128 characters. Returns the name; raises ``RegistryError`` otherwise."""
+    if not _NAME.match(name or ""):
         raise RegistryError(
             f"Model name {name!r} is not allowed; use letters, digits, '.', '_' and '-' "
             "(starting with a letter or digit)."
         )
     return name
+
+
+def name_from(text: str, fallback: str = "model") -> str:
+    """A valid model name made from free text (a layer or file name): other characters become '-'."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")[:100]
+    return stem or fallback
+
+
+def unique_name(base: str, directory: str | os.PathLike[str] | None = None) -> str:
+    """``base`` if no model (and no file ``base.pt``) of that name exists, else ``base-2``, ``base-3``..."""
+    root = Path(directory) if directory else models_dir()
+    taken = {e.name.lower() for e in list_models(root, read=False)}
+    name, i = base, 2
+    while name.lower() in taken or (root / f"{name}.pt").exists():
+        name, i = f"{base}-{i}", i + 1
+    return check_name(name)
 
 
 def _free(root: Path, name: str, overwrite: bool) -> None:
@@ -294,9 +342,9 @@ def register_model(
         raise RegistryError(f"{src}: no such checkpoint file.")
     root = Path(directory) if directory else models_dir()
     root.mkdir(parents=True, exist_ok=True)
-    name = _check_name(name or _stem(src))
+    name = check_name(name or _stem(src))
     try:
-        meta = checkpoint_metadata(src, root)
+        meta = checkpoint_metadata(src)
     except Exception as exc:
         raise RegistryError(f"{src} is not a MADGNet checkpoint ({exc}); nothing was registered.") from exc
     _free(root, name, overwrite)
@@ -383,7 +431,7 @@ def import_official(
     writes project-format copies instead (drops the ~120 MB of fixed DCT buffers, adds
     preprocessing and provenance), so the release folder can be deleted afterwards.
     """
-    from napari_madgnet.inference.provenance import file_sha256
+    from napari_madgnet.hashing import file_sha256
 
     root = Path(directory) if directory else models_dir()
     root.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,12 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """An HTTP server on 127.0.0.1 serving a folder; yields (base URL, folder)."""
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """An HTTP server on 127.0.0.1 serving a folder; yields (base URL, folder).
+
+    Plain HTTP, so downloads from it need the explicit insecure-mirror opt-in users would give.
+    """
+    monkeypatch.setenv("MADGNET_ALLOW_INSECURE_MIRROR", "1")
     root = tmp_path / "served"
     root.mkdir()
     handler = functools.partial(_QuietHandler, directory=str(root))
@@ -74,3 +78,12 @@ def _publish(root: Path, stem: str, payload: bytes, good: bool = True) -> str:
     name = f"{stem}-{prefix}.pth"
     (root / name).write_bytes(payload)
     return name
+
+
+@pytest.fixture()
+def models_home(tmp_path, monkeypatch) -> Path:
+    """An empty registry folder (MADGNET_MODELS_DIR) and cache folder for one test."""
+    home = tmp_path / "models"
+    monkeypatch.setenv("MADGNET_MODELS_DIR", str(home))
+    monkeypatch.setenv("MADGNET_CACHE_DIR", str(tmp_path / "cache"))
+    return home

@@ -7,12 +7,12 @@ labels again without the network; ``fast_model`` makes the fast inference copy o
 for callers that segment many images with it. Qt-free.
 """
 
+from napari_madgnet.hashing import file_sha256
 from napari_madgnet.inference.config import GEOMETRIES, InferenceConfig, PostprocessConfig
 from napari_madgnet.inference.engine import SegmentationResult, choose_geometry, iter_segment, segment
-from napari_madgnet.inference.layout import Layout, guess_axes, resolve_layout
 from napari_madgnet.inference.postprocess import postprocess
-from napari_madgnet.inference.provenance import file_sha256
 from napari_madgnet.inference.runner import fast_model
+from napari_madgnet.layout import Layout, guess_axes, resolve_layout
 
 __all__ = [
     "GEOMETRIES",

@@ -11,53 +11,31 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from napari_madgnet.errors import UserError
+from napari_madgnet.errors import ConfigError
 from napari_madgnet.training.config import TrainConfig
 
 
-class ModelSourceError(UserError):
-    """The model to start from cannot be used for this run; the message says why and what to do."""
-
-
-def resolve_model_path(source: str | os.PathLike[str]) -> Path:
-    """A file path, or a name in the model folder (``paths.models_dir()``, with or without .pt)."""
-    p = Path(source).expanduser()
-    if p.is_file():
-        return p
-    from napari_madgnet.paths import models_dir
-
-    for cand in (models_dir() / str(source), models_dir() / f"{source}.pt"):
-        if cand.is_file():
-            return cand
-    raise ModelSourceError(
-        f"Model {source!s} not found: give a checkpoint file or the name of a model in {models_dir()}."
-    )
-
-
 def check_start_model(cfg: TrainConfig) -> dict[str, Any] | None:
-    """Read the ``from_model`` checkpoint's metadata and check its encoder, before any work."""
+    """Resolve the ``from_model`` name or path (``registry.resolve_model``), read its metadata and
+    check its encoder, before any work. Returns the checkpoint info with ``path``; None when the
+    run does not start from a saved model. Raises ``RegistryError`` / ``ConfigError``."""
     if not cfg.from_model:
         return None
-    from napari_madgnet.model import read_checkpoint_info
+    from napari_madgnet.model import ModelConfig, read_checkpoint_info
+    from napari_madgnet.registry import resolve_model
 
-    path = resolve_model_path(cfg.from_model)
-    try:
-        info = read_checkpoint_info(path)
-    except Exception as exc:
-        raise ModelSourceError(f"{path} cannot be read as a MADGNet checkpoint: {exc}") from exc
-    found = info["config"]["backbone"]
-    from napari_madgnet.model import ModelConfig
-
+    entry = resolve_model(cfg.from_model)
+    info = read_checkpoint_info(entry.path)
+    found = entry.encoder or info["config"]["backbone"]
     wanted = ModelConfig(backbone=cfg.backbone).backbone
     if found != wanted:
-        raise ModelSourceError(
-            f"{path} holds a {found} encoder but this run is set to {wanted}; pass --backbone {found} "
-            f"(or backbone: {found} in the recipe), or start from a {wanted} model."
+        raise ConfigError(
+            f"{entry.name} ({entry.path}) holds a {found} encoder but this run is set to {wanted}; pass "
+            f"--backbone {found} (or backbone: {found} in the recipe), or start from a {wanted} model."
         )
-    info["path"] = str(path)
+    info["path"] = str(entry.path)
     return info
 
 
@@ -66,10 +44,9 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     from napari_madgnet.model import MADGNet
 
     if cfg.from_model:
-        from napari_madgnet.model import load_model
+        from napari_madgnet.registry import load_registered_model
 
-        path = resolve_model_path(cfg.from_model)
-        start = load_model(path, backbone=cfg.backbone)
+        start = load_registered_model(cfg.from_model)
         if start.num_classes == num_classes:
             start.train()
             return start
@@ -80,16 +57,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         model.load_state_dict(kept, strict=False)
         model.checkpoint_info = start.checkpoint_info
         return model
-    try:
-        return MADGNet(cfg.backbone, num_classes=num_classes, pretrained_backbone=cfg.init == "imagenet")
-    except Exception as exc:  # the download of ImageNet weights failed
-        if cfg.init != "imagenet":
-            raise
-        raise ModelSourceError(
-            f"The ImageNet weights of {cfg.backbone} could not be loaded ({exc}). Put the file in the "
-            "cache folder (see napari_madgnet.paths.cache_dir), or train from scratch with init: scratch "
-            "(CLI: --init scratch)."
-        ) from exc
+    # The ImageNet download raises PretrainedWeightsError, a UserError whose message says what to do.
+    return MADGNet(cfg.backbone, num_classes=num_classes, pretrained_backbone=cfg.init == "imagenet")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -104,9 +73,3 @@ def save_trained(model: nn.Module, path: str | os.PathLike[str], metadata: dict[
     from napari_madgnet.model import save_model
 
     return Path(save_model(unwrap(model), path, metadata))
-
-
-def load_trained(path: str | os.PathLike[str], device: str | torch.device | None = None) -> nn.Module:
-    from napari_madgnet.model import load_model
-
-    return load_model(resolve_model_path(path), device=device)

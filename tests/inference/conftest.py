@@ -51,12 +51,3 @@ def released_checkpoint(madgnet, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("release") / "model_weight(EPOCH 200).pth.tar"
     torch.save({"model_state_dict": madgnet.state_dict(), "current_epoch": 200}, path)
     return path
-
-
-@pytest.fixture()
-def models_home(tmp_path, monkeypatch) -> Path:
-    """An empty registry folder (MADGNET_MODELS_DIR) and cache folder for one test."""
-    home = tmp_path / "models"
-    monkeypatch.setenv("MADGNET_MODELS_DIR", str(home))
-    monkeypatch.setenv("MADGNET_CACHE_DIR", str(tmp_path / "cache"))
-    return home

@@ -281,8 +281,8 @@ def test_repostprocess_does_not_run_the_network(counting):
 
 
 def test_provenance_names_model_file_hash_and_settings(checkpoint, models_home):
+    from napari_madgnet import hashing as prov_mod
     from napari_madgnet.inference import file_sha256
-    from napari_madgnet.inference import provenance as prov_mod
 
     prov_mod._memory.clear()  # other tests hashed this file already; models_home gave a fresh disk cache
     calls = []

@@ -61,8 +61,7 @@ def test_resolve_and_load_by_name(tmp_path, released_checkpoint, models_home):
     assert model.checkpoint_info["preprocessing"]["input_size"] == 352
     assert model.checkpoint_info["provenance"]["modality"] == "nuclei microscopy"
     assert Path(model.checkpoint_path).name == "model_weight(EPOCH 200).pth.tar"
-    assert load_registered_model(entry.name) is model  # cached while the file is unchanged
-    assert load_registered_model(entry.name, cache=False) is not model
+    assert load_registered_model(entry.name) is not model  # no model cache in the registry: callers keep
     with pytest.raises(RegistryError, match=r"Unknown model 'nope'.*madgnet-nuclei-dsb2018.*import-official"):
         resolve_model("nope")
 
@@ -118,3 +117,29 @@ def test_broken_entries_are_listed_with_their_problem(tmp_path, models_home):
 def test_no_release_found_is_a_clear_error(tmp_path, models_home):
     with pytest.raises(RegistryError, match=r"No released checkpoints.*model_weight"):
         import_official(tmp_path)
+
+
+def test_one_resolver_serves_linked_models_to_training_and_evaluation(tmp_path, checkpoint, models_home):
+    """A model registered as a link (`madgnet models add base.pt --name mybase`) resolves the same
+    way for predict, finetune and evaluate: the fault was "Model mybase not found" in finetune."""
+    from napari_madgnet.training import TrainConfig
+    from napari_madgnet.training.modelio import check_start_model
+
+    register_model(checkpoint, "mybase")  # an index card: the file stays where it is
+    assert (models_home / "mybase.json").is_file() and not (models_home / "mybase.pth").exists()
+    info = check_start_model(TrainConfig.finetune(from_model="MyBase"))
+    assert info is not None and Path(info["path"]) == checkpoint.resolve()
+    with pytest.raises(RegistryError, match=r"Unknown model 'mybasee'.*registered: mybase"):
+        check_start_model(TrainConfig.finetune(from_model="mybasee"))
+
+
+def test_resolving_a_path_writes_nothing_beside_it(tmp_path, checkpoint, models_home):
+    """The release folder (or any folder of the user's) is never written to by listing or loading."""
+    folder = tmp_path / "release"
+    folder.mkdir()
+    target = folder / "model.pth"
+    target.write_bytes(checkpoint.read_bytes())
+    before = sorted(p.name for p in folder.iterdir())
+    load_registered_model(target)
+    resolve_model(str(target))
+    assert sorted(p.name for p in folder.iterdir()) == before

@@ -1,4 +1,4 @@
-"""Which dimensions of an array are planes, channels and the stack to loop over.
+"""The axes vocabulary (T, Z, C, Y, X) and how an array is cut into planes, for inference and training.
 
 The network sees 2-D planes of 1 (grey) or 3 (RGB) channels. Everything else (Z, T, extra
 channels) is looped over or selected here, reading one plane at a time so that dask and zarr
@@ -15,7 +15,21 @@ from typing import Any
 
 import numpy as np
 
+from napari_madgnet.errors import ConfigError
+
 AXIS_LETTERS = "TZCYX"
+
+
+def check_axes(axes: str) -> str:
+    """``axes`` upper-cased if it uses each of T, Z, C, Y, X at most once and includes Y and X;
+    else ``ConfigError`` with examples. The one check behind ``--axes``, configs and layouts."""
+    text = str(axes).strip().upper()
+    if set(text) - set(AXIS_LETTERS) or len(set(text)) != len(text) or not {"Y", "X"} <= set(text):
+        raise ConfigError(
+            f"Unknown axes {axes!r}: use each of the letters {', '.join(AXIS_LETTERS)} at most once, "
+            "including Y and X (e.g. 'YX', 'YXC', 'ZYX', 'TZYX', 'CYX', 'TYXC')."
+        )
+    return text
 
 
 def guess_axes(shape: tuple[int, ...]) -> str:
@@ -130,13 +144,7 @@ def resolve_layout(shape: tuple[int, ...], axes: str | None = None, channel: int
         raise ValueError(f"The image has a zero-length axis (shape {shape}); there is nothing to segment.")
     if axes is None:
         axes = guess_axes(shape)
-    axes = axes.upper()
-    bad = sorted(set(axes) - set(AXIS_LETTERS))
-    if bad or len(set(axes)) != len(axes) or "Y" not in axes or "X" not in axes:
-        raise ValueError(
-            f"Unknown axes {axes!r}: use each of the letters {', '.join(AXIS_LETTERS)} at most once, "
-            "including Y and X (e.g. 'YX', 'YXC', 'ZYX', 'TZYX', 'CYX', 'TYXC')."
-        )
+    axes = check_axes(axes)
     if len(axes) != len(shape):
         raise ValueError(
             f"Axes {axes!r} name {len(axes)} dimensions but the image has {len(shape)} (shape {shape}); "
@@ -163,3 +171,27 @@ def resolve_layout(shape: tuple[int, ...], axes: str | None = None, channel: int
     elif channel is not None and channel != 0:
         raise ValueError(f"channel={channel} asked for, but axes {axes!r} have no channel axis C.")
     return Layout(axes=axes, shape=shape, channels=channels)
+
+
+def axes_for_labels(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> str:
+    """Axes of an image whose labels have ``labels_shape`` (training data given without axes).
+
+    Equal shapes: by the labels' dimensions ("YX", "ZYX", "TZYX"). One more dimension in the image:
+    that dimension is C, last ("YXC", RGB as napari shows it) or first ("CYX"). Anything else
+    raises ``ConfigError`` saying that the labels must cover the image pixel for pixel.
+    """
+    image_shape, labels_shape = tuple(image_shape), tuple(labels_shape)
+    spatial = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(len(labels_shape))
+    if spatial is not None:
+        if image_shape == labels_shape:
+            return spatial
+        if len(image_shape) == len(labels_shape) + 1:
+            if image_shape[:-1] == labels_shape:
+                return spatial + "C"
+            if image_shape[1:] == labels_shape:
+                return "C" + spatial
+    raise ConfigError(
+        f"Image shape {image_shape} and labels shape {labels_shape} do not match: the labels must cover "
+        "the image pixel for pixel (an image may add one channel axis, e.g. RGB). Draw the labels on "
+        "this image, pick the matching image/labels pair, or give the image's axes (--axes)."
+    )

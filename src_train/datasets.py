@@ -86,7 +86,11 @@ def frame_pairs(
 
 
 def dataset_items(name: str, root: str | None, cfg: Any) -> tuple[list, list, dict[str, list]]:
-    """Training, validation and test items (``FileItem``s, read lazily) of a named dataset."""
+    """Training, validation and test items (``FileItem``s, read lazily) of a named dataset.
+
+    Registered in pyproject.toml under the entry-point group ``napari_madgnet.datasets`` (one entry
+    per dataset name), which is how ``madgnet train`` finds it without the core importing src_train.
+    """
     from napari_madgnet.training.data import FileItem, split_items
 
     if name not in DATASETS:
@@ -103,7 +107,8 @@ def dataset_items(name: str, root: str | None, cfg: Any) -> tuple[list, list, di
     if val_csv.is_file():
         val = items(frame_pairs(base, name, "val"))
     else:
-        train, val = split_items(train, cfg.val_fraction or 0.1, cfg.seed)
+        split = split_items(train, cfg.val_fraction or 0.1, cfg.seed)
+        train, val = split.train, split.val
     spec = DATASETS[name]
     tests = {}
     for test in (*spec.seen_tests, *spec.unseen_tests):

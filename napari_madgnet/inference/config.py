@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from napari_madgnet.layout import check_axes
 from napari_madgnet.preprocess import Normalization
 
 GEOMETRIES: tuple[str, ...] = ("auto", "resize", "tiles")
@@ -102,16 +103,7 @@ class InferenceConfig:
         if self.geometry not in GEOMETRIES:
             raise ValueError(f"Unknown geometry {self.geometry!r}; choose one of {', '.join(GEOMETRIES)}.")
         if self.axes is not None:
-            self.axes = str(self.axes).upper()
-            if (
-                set(self.axes) - set("TZCYX")
-                or len(set(self.axes)) != len(self.axes)
-                or not {"Y", "X"} <= set(self.axes)
-            ):
-                raise ValueError(
-                    f"Unknown axes {self.axes!r}: use each of the letters T, Z, C, Y, X at most once, "
-                    "including Y and X (e.g. 'YX', 'YXC', 'ZYX', 'TZYX', 'CYX', 'TYXC')."
-                )
+            self.axes = check_axes(self.axes)
         for name in ("input_size", "tile_size"):
             value = getattr(self, name)
             if value is not None and int(value) < 32:

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from napari_madgnet.errors import UserError
+from napari_madgnet.errors import ConfigError, UserError
+from napari_madgnet.layout import axes_for_labels, resolve_layout
 from napari_madgnet.preprocess import apply_range, fit_range
 from napari_madgnet.training import augment
 from napari_madgnet.training.config import TrainConfig
@@ -94,22 +95,6 @@ AnyItem = Item | FileItem
 
 
 # --------------------------------------------------------------------------------------------- arrays
-def _channels_last(image: np.ndarray, labels: np.ndarray, channel_axis: int | None) -> np.ndarray:
-    """Bring the image to labels.shape + (C,), C in (1, 3); a mismatch is a clear error."""
-    if image.shape == labels.shape and channel_axis is None:
-        return image[..., None]
-    if image.ndim == labels.ndim + 1:
-        axis = channel_axis if channel_axis is not None else image.ndim - 1
-        moved = np.moveaxis(image, axis, -1)
-        if moved.shape[:-1] == labels.shape and moved.shape[-1] in (1, 3, 4):
-            return moved[..., :3] if moved.shape[-1] >= 3 else moved
-    raise DataError(
-        f"Image shape {tuple(image.shape)} and labels shape {tuple(labels.shape)} do not match: the "
-        "labels must cover the image pixel for pixel (an RGB image may add a last axis of 3). "
-        "Draw the labels on this image, or pick the matching image/labels pair."
-    )
-
-
 def check_labels(labels: np.ndarray) -> np.ndarray:
     """Labels must be integers (or bool); floats usually mean a probability map was picked."""
     lab = np.asarray(labels)
@@ -133,22 +118,40 @@ def items_from_arrays(
     label_mode: str = "binary",
     normalization: str = "auto",
     num_classes: int | None = None,
-    channel_axis: int | None = None,
+    axes: str | None = None,
+    channel: int | None = None,
     name: str = "image",
     check: bool = True,
 ) -> tuple[list[Item], int]:
     """Split an image and its labels into annotated 2-D items; return them and the class count.
 
-    2-D images give one item; stacks and time series (any leading axes) give one item per plane
-    that carries labels, so sparse annotation works: unlabelled planes are simply not used.
+    ``axes``/``channel``: the image's layout in the inference vocabulary (``layout``: "YX",
+    "YXC", "CYX", "ZYX", "TZYXC"...; None: from the shapes, ``layout.axes_for_labels``), so an
+    image trains the way ``segment`` reads it. The labels have the image's axes without C.
+    2-D images give one item; stacks and time series give one item per plane that carries labels,
+    so sparse annotation works: unlabelled planes are simply not used. The image is read plane by
+    plane (dask/zarr stay lazy) and normalised with one range fitted on the chosen channel(s), as
+    in inference.
     """
     lab = check_labels(labels)
-    img = np.asarray(image)
     if lab.ndim < 2:
         raise DataError(f"Labels must be at least 2-D, got shape {tuple(lab.shape)}.")
-    img = _channels_last(img, lab, channel_axis)
-    if min(lab.shape[-2:]) < 1:
-        raise DataError(f"The image is empty (shape {tuple(img.shape)}).")
+    if not hasattr(image, "shape") or not hasattr(image, "dtype"):
+        image = np.asarray(image)
+    if axes is None:
+        try:
+            axes = axes_for_labels(tuple(image.shape), lab.shape)
+        except ConfigError as exc:  # for training data this is the data's problem
+            raise DataError(str(exc)) from None
+    layout = resolve_layout(tuple(image.shape), axes, channel)
+    if layout.output_shape != tuple(lab.shape):
+        raise DataError(
+            f"Labels shape {tuple(lab.shape)} does not match the image's {layout.output_shape} "
+            f"(image shape {tuple(image.shape)} read as {layout.axes}): the labels must cover the image "
+            "pixel for pixel, without its channel axis."
+        )
+    if layout.output_axes[-2:] != "YX":
+        raise DataError(f"Axes {layout.axes!r}: Y and X must be the last spatial axes, in that order.")
     if label_mode == "scribble" and lab.max(initial=0) > 2:
         raise DataError(
             f"Scribble labels use 1 = object, 2 = background, 0 = not annotated; found value {lab.max()}. "
@@ -165,16 +168,15 @@ def items_from_arrays(
     k = 1 if label_mode in ("binary", "scribble") else int(num_classes or lab.max())
     if label_mode in ("multiclass", "nested") and lab.max() > k:
         raise DataError(f"Labels go up to {lab.max()} but num_classes is {k}; raise num_classes.")
-    lo, hi = fit_range(img, normalization)
-    planes_img = img.reshape(-1, *img.shape[-3:])
-    planes_lab = lab.reshape(-1, *lab.shape[-2:])
+    lo, hi = fit_range(layout.selection(image), normalization)
     items: list[Item] = []
-    for i, (pi, pl) in enumerate(zip(planes_img, planes_lab, strict=True)):
+    for i, index in enumerate(layout.plane_indices()):
+        pl = lab[index]
         if not (pl > 0).any():
             continue  # an unannotated plane of a sparse stack
         target, valid = labels_to_masks(pl, label_mode, k)
-        plane = np.moveaxis(apply_range(pi, lo, hi), -1, 0)
-        suffix = f"[{i}]" if planes_lab.shape[0] > 1 else ""
+        plane = np.moveaxis(apply_range(layout.read_plane(image, index), lo, hi), -1, 0)
+        suffix = f"[{i}]" if layout.n_planes > 1 else ""
         items.append(Item(np.ascontiguousarray(plane), target, valid, name=f"{name}{suffix}"))
     if not items:
         raise DataError("No plane of the labels carries an annotation; paint at least one plane.")
@@ -222,30 +224,59 @@ def items_from_folders(
 
 
 # ---------------------------------------------------------------------------------------------- split
-def split_items(
-    items: Sequence[AnyItem], val_fraction: float, seed: int, *, min_side: int = 32
-) -> tuple[list[AnyItem], list[AnyItem]]:
-    """A validation set of at least one item, the same for the same seed.
+#: The network's smallest input side (it downsamples 32 x); a validation part is at least this.
+MIN_SIDE = 32
 
-    A single 2-D item is cut in two: its last rows (``val_fraction`` of the height, at least
-    ``min_side``) validate, the rest trains, so no pixel is in both.
+
+@dataclass
+class Split:
+    """Training and validation items, and a sentence for the user when the split is not the usual."""
+
+    train: list[AnyItem]
+    val: list[AnyItem]
+    note: str = ""
+
+
+def split_items(
+    items: Sequence[AnyItem], val_fraction: float, seed: int, patch_size: int | None = None
+) -> Split:
+    """Training and validation items, the same for the same seed; the one check of patch sizes.
+
+    Several items: a seeded ``val_fraction`` of them (at least one) validates. One 2-D item: its
+    last rows or columns (along the longer side; ``val_fraction`` of it, at least ``MIN_SIDE`` px)
+    validate and the rest trains, so no pixel is in both. When the item is too small to leave
+    ``MIN_SIDE`` px on each side, or ``val_fraction`` is 0, everything trains and nothing validates
+    (``note`` says so; the last model is then the result). Raises ``DataError`` when
+    ``patch_size`` is larger than every training item, naming the largest patch that fits.
     """
     items = list(items)
-    fraction = val_fraction if val_fraction > 0 else 0.1
-    if len(items) >= 2:
-        n_val = min(len(items) - 1, max(1, round(len(items) * fraction)))
+    if val_fraction <= 0:
+        split = Split(items, [], "Validation is off (validation share 0): the last model is kept.")
+    elif len(items) >= 2:
+        n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction)))
         order = np.random.default_rng(seed).permutation(len(items))
         val = sorted(order[:n_val].tolist())
-        return [items[i] for i in range(len(items)) if i not in val], [items[i] for i in val]
-    item = items[0].load()
+        split = Split([items[i] for i in range(len(items)) if i not in val], [items[i] for i in val])
+    else:
+        split = _split_one(items[0].load(), val_fraction)
+    if patch_size is not None:
+        _check_patch_size(split, patch_size)
+    return split
+
+
+def _split_one(item: Item, val_fraction: float) -> Split:
     h, w = item.shape
     axis = 1 if h >= w else 2
     side = item.image.shape[axis]
-    n_val = max(min_side, round(side * fraction))
-    if side - n_val < min_side:
-        raise DataError(
-            f"The annotated image ({h} x {w}) is too small to split into training and validation parts "
-            f"of at least {min_side} px; annotate a larger region or a second plane."
+    n_val = max(MIN_SIDE, round(side * val_fraction))
+    if side - n_val < MIN_SIDE:
+        return Split(
+            [item],
+            [],
+            f"The annotated image ({h} x {w}) is too small to hold out a validation part (each part "
+            f"needs at least {MIN_SIDE} px along the longer side, so at least {2 * MIN_SIDE} px): "
+            "training on all of it without validation; the last model is kept. Annotate a larger "
+            "region or a second plane to get a validation Dice.",
         )
     cut = side - n_val
 
@@ -255,18 +286,40 @@ def split_items(
         t = tuple(idx)
         return Item(item.image[t], item.target[t], item.valid[t], name=f"{item.name}:{tag}")
 
-    return [part(slice(0, cut), "train")], [part(slice(cut, None), "val")]
+    return Split([part(slice(0, cut), "train")], [part(slice(cut, None), "val")])
+
+
+def largest_patch(items: Sequence[AnyItem]) -> int | None:
+    """The largest patch side (a multiple of 32) that fits in the largest training item; None
+    when the items are files (read later) or even 32 px do not fit."""
+    sides = [min(it.shape) for it in items if isinstance(it, Item)]
+    if not sides:
+        return None
+    best = (max(sides) // 32) * 32
+    return best if best >= MIN_SIDE else None
+
+
+def _check_patch_size(split: Split, patch_size: int) -> None:
+    sides = [min(it.shape) for it in split.train if isinstance(it, Item)]
+    if not sides or patch_size <= max(sides):
+        return
+    h, w = max((it.shape for it in split.train if isinstance(it, Item)), key=min)
+    fit = largest_patch(split.train)
+    held = " after holding out the validation part" if split.val and len(split.train) == 1 else ""
+    advice = (
+        f"use a patch size of {fit} or smaller"
+        if fit
+        else f"the training part is below the network's minimum of {MIN_SIDE} px; annotate a larger region"
+    )
+    extra = " (or a validation share of 0 to train on all of it)" if held else ""
+    raise DataError(
+        f"Patch size {patch_size} is larger than the training image ({h} x {w}{held}); {advice}{extra}."
+    )
 
 
 def check_patch_size(items: Sequence[AnyItem], patch_size: int) -> None:
-    """A patch larger than every training image would be mostly padding: refuse early."""
-    sides = [min(it.shape) for it in items if isinstance(it, Item)]
-    if sides and patch_size > max(sides):
-        h, w = max((it.shape for it in items if isinstance(it, Item)), key=min)
-        raise DataError(
-            f"Patch size {patch_size} is larger than the training image ({h} x {w}); "
-            f"use a patch size of {max(32, (max(sides) // 32) * 32)} or smaller."
-        )
+    """Refuse a patch larger than every training item (it would be mostly padding)."""
+    _check_patch_size(Split(list(items), []), patch_size)
 
 
 # ------------------------------------------------------------------------------------------- sampling

@@ -76,7 +76,9 @@ def test_split_is_deterministic_and_never_empty(tiny_cfg) -> None:
     assert len(data.val) == 1 and data.train[0].image.shape[1] + data.val[0].image.shape[1] == 128
     items = list(range(10))
     assert split_items(items, 0.2, 3) == split_items(items, 0.2, 3)
-    assert len(split_items(items, 0.0, 3)[1]) == 1
+    assert len(split_items(items, 0.2, 3).val) == 2
+    off = split_items(items, 0.0, 3)  # a validation share of 0 means: no validation, said so
+    assert off.train == items and off.val == [] and "last model" in off.note
 
 
 def test_stream_is_deterministic_and_visits_foreground(tiny_cfg) -> None:

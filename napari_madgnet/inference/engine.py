@@ -20,16 +20,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from napari_madgnet.device import free_device_memory, resolve_device
 from napari_madgnet.inference.config import DEFAULT_INPUT_SIZE, InferenceConfig, PostprocessConfig
-from napari_madgnet.inference.layout import Layout, resolve_layout
+from napari_madgnet.inference.plane import iter_predict_plane, resize_in, resize_out
 from napari_madgnet.inference.postprocess import label_dtype, postprocess
 from napari_madgnet.inference.provenance import build_provenance
 from napari_madgnet.inference.runner import Runner
-from napari_madgnet.inference.tiling import batches, tile_grid, weight_window
+from napari_madgnet.inference.tiling import batches
 from napari_madgnet.jobs import CancelToken, Progress, ProgressCallback, check_cancelled, run_to_end
+from napari_madgnet.layout import Layout, resolve_layout
 from napari_madgnet.preprocess import Normalization, apply_range, fit_range, resolve_method
 
 
@@ -118,26 +118,6 @@ def _as_array(image: Any) -> Any:
             f"Cannot segment an image of dtype {image.dtype}; convert it to an integer or float type."
         )
     return image
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
-
-
-def _to_tensor(planes: list[np.ndarray]) -> torch.Tensor:
-    """(H, W, C) float32 planes -> (B, C, H, W) tensor."""
-    return torch.from_numpy(np.ascontiguousarray(np.stack(planes).transpose(0, 3, 1, 2)))
-
-
-def _pad_to(plane: np.ndarray, tile: int) -> np.ndarray:
-    pad_y, pad_x = max(0, tile - plane.shape[0]), max(0, tile - plane.shape[1])
-    if not (pad_y or pad_x):
-        return plane
-    mode = "reflect" if min(plane.shape[:2]) > 1 else "edge"
-    return np.pad(plane, ((0, pad_y), (0, pad_x), (0, 0)), mode=mode)
 
 
 class _Outputs:
@@ -302,7 +282,7 @@ def _plane_label(layout: Layout, index: tuple[int, ...]) -> str:
 
 
 def _run_resize(image, layout, planes, runner, outputs, rng, size, cancel):
-    """Whole planes resized to ``size`` x ``size``, several planes per batch."""
+    """Whole planes resized to ``size`` x ``size``, several planes per batch (one forward each)."""
     n = len(planes)
     done = 0
     for group in batches(planes, runner.batch_size):
@@ -312,54 +292,46 @@ def _run_resize(image, layout, planes, runner, outputs, rng, size, cancel):
         for index in group:
             plane = _read(image, layout, index, rng)
             shapes.append(plane.shape[:2])
-            xs.append(_resize(_to_tensor([plane]), (size, size)))
+            xs.append(resize_in(plane, size))
         probs = runner(torch.cat(xs))
         if outputs.probabilities is None:
             outputs.allocate(probs.shape[1])
         for index, shape, p in zip(group, shapes, probs, strict=True):
-            outputs.probabilities[(slice(None), *index)] = _resize(p[None], shape)[0].numpy()
+            outputs.probabilities[(slice(None), *index)] = resize_out(p, shape).numpy()
         done += len(group)
         yield Progress(0.98 * done / n, f"Plane {done}/{n}" if n > 1 else "Segmented", {"planes": done})
 
 
 def _run_tiles(image, layout, planes, runner, outputs, rng, tile, config, cancel):
-    """Each plane as overlapping tiles (at ``config.scale``), blended with a cosine window."""
+    """Each plane as overlapping tiles (at ``config.scale``), by the one tiler."""
     n = len(planes)
     for p_i, index in enumerate(planes):
         check_cancelled(cancel)
         plane = _read(image, layout, index, rng)
-        shape = plane.shape[:2]
-        if config.scale != 1.0:
-            scaled = (max(1, round(shape[0] * config.scale)), max(1, round(shape[1] * config.scale)))
-            plane = _resize(_to_tensor([plane]), scaled)[0].permute(1, 2, 0).numpy()
-        h, w = plane.shape[:2]
-        t = min(tile, 32 * math.ceil(max(h, w) / 32))
-        plane = _pad_to(plane, t)
-        corners = tile_grid(plane.shape[:2], t, config.overlap)
-        window = torch.from_numpy(weight_window(t).copy())
-        acc: torch.Tensor | None = None
-        wsum = torch.zeros(plane.shape[:2], dtype=torch.float32)
-        done = 0
-        for group in batches(corners, runner.batch_size):
-            check_cancelled(cancel)
-            x = _to_tensor([plane[y : y + t, x0 : x0 + t] for y, x0 in group])
-            probs = runner(x)
-            if acc is None:
-                acc = torch.zeros((probs.shape[1], *plane.shape[:2]), dtype=torch.float32)
-            for (y, x0), p in zip(group, probs, strict=True):
-                acc[:, y : y + t, x0 : x0 + t] += p * window
-                wsum[y : y + t, x0 : x0 + t] += window
-            done += len(group)
-            frac = (p_i + done / len(corners)) / n
-            where = _plane_label(layout, index)
+        where = _plane_label(layout, index)
+        steps = iter_predict_plane(
+            plane,
+            runner,
+            geometry="tiles",
+            input_size=tile,
+            tile_size=tile,
+            overlap=config.overlap,
+            scale=config.scale,
+            batch_size=runner.batch_size,
+            cancel=cancel,
+        )
+        while True:
+            try:
+                done, total = next(steps)
+            except StopIteration as stop:
+                prob = stop.value
+                break
             yield Progress(
-                0.98 * frac, f"{where + ': ' if where else ''}tile {done}/{len(corners)}", {"tiles": done}
+                0.98 * (p_i + done / total) / n,
+                f"{where + ': ' if where else ''}tile {done}/{total}",
+                {"tiles": done},
             )
-        acc /= wsum
-        prob = acc[:, :h, :w]
-        del plane, wsum
-        if (h, w) != shape:
-            prob = _resize(prob[None], shape)[0]
+        del plane
         if outputs.probabilities is None:
             outputs.allocate(prob.shape[0])
         outputs.probabilities[(slice(None), *index)] = prob.numpy()

@@ -1,7 +1,7 @@
 """Evaluating a model on a folder of image/mask pairs: per-image CSV, JSON summary, figures.
 
-The prediction step is one small function (``predict``) so that the inference engine's
-``segment`` can replace it without touching the rest.
+Inference plus metrics: each image is predicted by the inference engine exactly as
+``madgnet predict`` would, and scored with ``napari_madgnet.metrics``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ Public API::
     fold_batchnorm(model) -> MADGNet                       # faster inference-only copy
     inference_copy(model, compile=False) -> nn.Module      # + packed CPU convolutions, or torch.compile
     CheckpointError, CheckpointMismatchError, UnsafeCheckpointError, NotACheckpointError
+    BACKBONES                                              # the three encoder names
 
 This package uses only torch, numpy and the standard library (no Qt, no napari).
 """
@@ -27,10 +28,15 @@ from .checkpoint import (
     save_model,
 )
 from .config import ModelConfig
+from .encoders import ENCODERS
 from .network import MADGNet, padded_size
 from .optimize import fold_batchnorm, inference_copy
 
+#: The encoders MADGNet was released with (canonical names, as checkpoints store them).
+BACKBONES: tuple[str, ...] = tuple(ENCODERS)
+
 __all__ = [
+    "BACKBONES",
     "CheckpointError",
     "CheckpointMismatchError",
     "MADGNet",

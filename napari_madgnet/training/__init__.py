@@ -5,7 +5,8 @@ Public API::
     TrainConfig (.benchmark(), .finetune(), .from_yaml(), .to_yaml())
     iter_train(cfg, data, ...) -> generator of jobs.Progress, returns TrainResult
     train(cfg, data, callback=None, ...) -> TrainResult
-    iter_finetune / finetune(image, labels, config=..., from_model=..., out=...) -> TrainResult
+    iter_finetune / finetune(image, labels, config=..., from_model=..., out=..., name=...) -> TrainResult
+    describe_result(result) -> str        # how a run ended and what was kept where
     data_from_arrays(image, labels, cfg), data_from_config(cfg) -> TrainData
 """
 
@@ -15,23 +16,23 @@ from napari_madgnet.training.engine import TrainData, TrainingError, TrainResult
 from napari_madgnet.training.finetune import (
     data_from_arrays,
     data_from_config,
+    describe_result,
     finetune,
     iter_finetune,
 )
-from napari_madgnet.training.modelio import ModelSourceError
 
 __all__ = [
     "AugmentConfig",
     "DataConfig",
     "DataError",
     "LossConfig",
-    "ModelSourceError",
     "TrainConfig",
     "TrainData",
     "TrainResult",
     "TrainingError",
     "data_from_arrays",
     "data_from_config",
+    "describe_result",
     "finetune",
     "iter_finetune",
     "iter_train",

@@ -10,6 +10,7 @@ validation Dice). Configs round-trip through YAML so a run can be repeated exact
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,45 @@ class TrainConfig:
         )
         base.update(overrides)
         return cls(**base)
+
+    # ------------------------------------------------------------------ length
+    def with_length(
+        self,
+        *,
+        steps: int | None = None,
+        epochs: int | None = None,
+        validate_every: int | None = None,
+    ) -> TrainConfig:
+        """This config set to train for exactly ``steps`` optimiser steps or ``epochs`` epochs.
+
+        The one place that turns "train for N steps/epochs" into a plan, used by the CLI
+        (``--steps``/``--epochs``/``--validate-every``) and the Fine-tune dock. ``validate_every``:
+        steps between validations (an epoch, here). A run ends earlier only through early stopping,
+        which its result reports. Raises ``ConfigError`` for both or non-positive numbers.
+        """
+        from napari_madgnet.errors import ConfigError
+
+        if steps is not None and epochs is not None:
+            raise ConfigError("Give the training length as steps or as epochs, not both.")
+        for label, value in (("steps", steps), ("epochs", epochs), ("validate_every", validate_every)):
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ConfigError(f"{label} must be a whole number >= 1, got {value!r}.")
+        per_epoch = int(validate_every) if validate_every is not None else self.steps_per_epoch
+        if steps is not None:
+            # epochs x steps_per_epoch >= steps, so max_steps alone decides where the run ends
+            n_epochs = math.ceil(steps / per_epoch) if per_epoch else int(steps)
+            return self.replace(steps_per_epoch=per_epoch, epochs=n_epochs, max_steps=int(steps))
+        if epochs is not None:
+            return self.replace(steps_per_epoch=per_epoch, epochs=int(epochs), max_steps=None)
+        return self.replace(steps_per_epoch=per_epoch)
+
+    def planned_steps(self) -> int | None:
+        """Optimiser steps this config will run, when that does not depend on the data."""
+        if self.steps_per_epoch:
+            total = self.epochs * self.steps_per_epoch
+            return min(total, self.max_steps) if self.max_steps else total
+        # steps per epoch >= 1, so epochs >= max_steps guarantees max_steps whatever the data
+        return self.max_steps if self.max_steps and self.epochs >= self.max_steps else None
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:

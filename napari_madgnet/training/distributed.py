@@ -57,6 +57,19 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device | None = None) -> bool:
+    """True when ``flag`` is True on any rank (one all-reduce; just ``flag`` in a single process).
+
+    A stop request (Ctrl-C, the Stop button) reaches each rank at its own moment; deciding
+    together keeps every rank at the same step, so none waits forever in a collective.
+    """
+    if not info.enabled:
+        return bool(flag)
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -6,8 +6,14 @@ an optional callback. The CLI, the Fine-tune widget (in a thread worker) and ``s
 use these two functions.
 
 A step is deterministic in (config, data, step): samples come from ``data.TrainStream``, whose
-randomness is seeded per sample, and the state file restores model, optimiser, scheduler, scaler
-and RNGs, so a run resumed from ``last_state.pt`` repeats the uninterrupted run's losses on CPU.
+randomness is seeded per sample (no global generator is used or reseeded, so a run inside napari
+leaves the process's random state alone), and the state file restores model, optimiser, scheduler
+and scaler, so a run resumed from ``last_state.pt`` repeats the uninterrupted run's losses on CPU.
+
+Stopping (the widget's Stop, Ctrl-C or SIGTERM in the CLI, through a ``CancelToken``) ends the
+run after the current step like a finished one: the state is saved for resuming, and the best
+validated model (or the last one, when nothing was validated yet) is written to ``model_path``;
+the result says ``stopped="cancelled"``.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from torch.utils.data import DataLoader
 
 from napari_madgnet.device import autocast, resolve_device
 from napari_madgnet.errors import UserError
-from napari_madgnet.jobs import Cancelled, CancelToken, Progress, check_cancelled, run_to_end
+from napari_madgnet.jobs import Cancelled, CancelToken, Progress, run_to_end
 from napari_madgnet.training import checkpoint as ckpt
 from napari_madgnet.training import distributed
 from napari_madgnet.training.config import TrainConfig
@@ -51,6 +57,7 @@ class TrainData:
     num_classes: int
     channels: int
     description: str = ""
+    note: str = ""  # what the user should know about the split (e.g. no validation part)
 
 
 @dataclass
@@ -62,7 +69,17 @@ class TrainResult:
     best: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
     model_path: Path | None = None
+    #: "finished", "early_stopping" (no better validation Dice for ``early_stopping`` validations)
+    #: or "cancelled" (the user stopped: the best model so far, else the last one, was kept)
     stopped: str = "finished"
+    total_steps: int = 0  # the planned number of optimiser steps
+    model_name: str | None = None  # the registry name the saved model is listed under
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps done (all sessions of a resumed run)."""
+        return int(self.history[-1]["step"]) if self.history else 0
 
 
 class _Stages(nn.Module):
@@ -107,45 +124,46 @@ def total_steps(cfg: TrainConfig, data: TrainData, world: int = 1) -> int:
     return min(total, cfg.max_steps) if cfg.max_steps else total
 
 
-@torch.no_grad()
-def predict_logits(
-    model: nn.Module, image: np.ndarray, device: torch.device, amp: bool = True, tile: int | None = None
-) -> torch.Tensor:
-    """Forward of a (C, H, W) [0, 1] array (tiled like deployment) -> (K, H, W) logits on the CPU."""
-    from napari_madgnet.training.finetune import tiled_logits
-
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-    with autocast(device, amp):
-        out = tiled_logits(model, x, tile)
-    return out[0].float().cpu()
-
-
 def validate(
     model: nn.Module, items: Sequence[AnyItem], cfg: TrainConfig, device: torch.device
 ) -> dict[str, Any]:
-    """Dice per validation item and class (on annotated pixels), and their mean."""
-    was_training = model.training
-    model.eval()
+    """Dice per validation item and class (on annotated pixels) under the deployment predictor.
+
+    Each item is predicted exactly as ``madgnet predict`` would predict it with the saved model:
+    the engine's runner (the fast inference copy, made once per validation pass) and the one tiler
+    (``inference.plane``): patch-trained models as blended tiles of the patch size, models trained
+    on resized images resized to that size. Pixels count as foreground at the deployment threshold
+    (``PostprocessConfig().threshold``); Dice is ``metrics.dice`` on the annotated pixels.
+    """
+    from napari_madgnet.inference.config import InferenceConfig
+    from napari_madgnet.inference.plane import predict_plane
+    from napari_madgnet.inference.runner import Runner
+    from napari_madgnet.metrics import dice
+
+    deploy = InferenceConfig()
+    runner = Runner(unwrap(model), device, mixed_precision=cfg.amp)
+    geometry = "tiles" if cfg.sampling == "patch" else "resize"
     scores: list[float] = []
     per_class: list[list[float]] = []
     for it in items:
         item = it.load()
-        image, target, valid = item.image, item.target, item.valid
-        if cfg.sampling == "resize":
-            from napari_madgnet.training.data import _resize
-
-            image, target, valid = _resize(image, target, valid, cfg.patch_size)
-        tile = cfg.patch_size if cfg.sampling == "patch" else None
-        pred = (predict_logits(model, image, device, cfg.amp, tile) >= 0).numpy()
+        probs = predict_plane(
+            np.ascontiguousarray(item.image.transpose(1, 2, 0)),
+            runner,
+            geometry=geometry,
+            input_size=cfg.patch_size,
+            tile_size=cfg.patch_size,
+            overlap=deploy.overlap,
+            batch_size=runner.batch_size,
+        ).numpy()
+        pred = probs > deploy.postprocess.threshold
         dices = []
-        for k in range(target.shape[0]):
-            v = valid[k] > 0
-            p, g = pred[k][v], target[k][v] > 0
-            denom = p.sum() + g.sum()
-            dices.append(1.0 if denom == 0 else float(2 * (p & g).sum() / denom))
+        for k in range(item.target.shape[0]):
+            annotated = item.valid[k] > 0
+            dices.append(dice(pred[k][annotated], item.target[k][annotated]))
         per_class.append(dices)
         scores.append(float(np.mean(dices)))
-    model.train(was_training)
+    del runner
     return {
         "dice": float(np.mean(scores)) if scores else float("nan"),
         "dice_per_class": np.mean(per_class, axis=0).tolist() if per_class else [],
@@ -198,8 +216,9 @@ def iter_train(
     ``out_dir`` receives ``last_state.pt`` (resume), ``best.pt`` (a saved model), and
     ``train_log.jsonl``; ``resume=True`` continues from ``out_dir/last_state.pt`` (or give a
     path). ``model_path``: where the final model (the best validated weights) is saved with
-    ``save_model``. Cancelling stops within one step after saving the state; ``Cancelled`` is
-    raised and ``best.pt`` keeps the best model so far.
+    ``save_model``. Cancelling stops after the current step, saves the state and returns like a
+    finished run (``stopped="cancelled"``, the best model so far written to ``model_path``);
+    ``jobs.Cancelled`` is raised only when no step was done.
     """
     cfg.validate()
     if not data.train:
@@ -212,15 +231,14 @@ def iter_train(
         device = torch.device("cuda", info.local_rank)
     out = Path(out_dir) if out_dir else (Path(cfg.out_dir) if cfg.out_dir else None)
     if out is not None and info.is_main:
-        _check_writable(out)
+        check_writable(out)
 
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    import random
-
-    random.seed(cfg.seed)
-
-    net = model if model is not None else build_model(cfg, data.num_classes)
+    # The weights' initialisation is the only user of torch's global generator: seed it inside
+    # fork_rng, so the caller's process (napari) keeps its own random state. Sampling and
+    # augmentation draw from generators seeded by (seed, sample index): see data.TrainStream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        net = model if model is not None else build_model(cfg, data.num_classes)
     layout = _memory_format(cfg, device)
     net.to(device, memory_format=layout).train()
     optim = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -241,7 +259,6 @@ def iter_train(
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start, history, best, bad = state["step"], list(state["history"]), dict(state["best"]), state["bad"]
-        ckpt.set_rng_state(state["rng"])
 
     wrapped: nn.Module = _Stages(net)
     if info.enabled:
@@ -259,6 +276,8 @@ def iter_train(
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
         persistent_workers=False,
+        # the loader draws its workers' base seed from this, not from the process's generator
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     batches = iter(loader)
 
@@ -295,7 +314,12 @@ def iter_train(
     host_memory.enter_context(keep_freed_memory(device.type == "cpu"))
     try:
         for step in range(start, total):
-            check_cancelled(cancel)
+            if distributed.any_rank(cancel is not None and cancel.cancelled, info, device):
+                if step == 0:
+                    raise Cancelled("Cancelled before the first training step; nothing was saved.")
+                stopped = "cancelled"
+                save_last(step)
+                break
             loss_sum, parts_sum = 0.0, {"map": 0.0, "distance": 0.0, "boundary": 0.0}
             for micro in range(cfg.accumulate):
                 batch = next(batches)
@@ -340,6 +364,8 @@ def iter_train(
             }
             end_of_epoch = done % per_epoch == 0 or done == total
             if end_of_epoch and data.val:
+                # a validation pass can take longer than the steps between two: say so first
+                yield Progress(done / total, f"step {done}/{total}: validating...", {"phase": "validating"})
                 metrics = validate(net, data.val, cfg, device)
                 record["val"] = metrics
                 if metrics["dice"] > best["dice"]:
@@ -369,18 +395,15 @@ def iter_train(
             yield Progress(done / total, f"step {done}/{total}, loss {loss_sum:.4f}{val_txt}", record_out)
             if stopped != "finished":
                 break
-    except Cancelled:
-        save_last(step)
-        raise
     finally:
         host_memory.close()
 
     # The result is the best validated network (the last one when nothing was validated).
     distributed.barrier(info)  # rank 0 has written best.pt before anyone reads it
     if out is not None and best.get("step") and (out / ckpt.BEST_MODEL).is_file():
-        from napari_madgnet.training.modelio import load_trained
+        from napari_madgnet.model import load_model
 
-        best_net = load_trained(out / ckpt.BEST_MODEL, device=device)
+        best_net = load_model(out / ckpt.BEST_MODEL, device=device)
         unwrap(net).load_state_dict(best_net.state_dict())
     net.eval()
     saved = None
@@ -394,7 +417,7 @@ def iter_train(
 
         saved = save_trained(final, model_path, metadata)
         final.checkpoint_info = read_checkpoint_info(saved)
-    return TrainResult(final, history, best if best.get("step") else {}, out, saved, stopped)
+    return TrainResult(final, history, best if best.get("step") else {}, out, saved, stopped, total)
 
 
 def train(
@@ -451,7 +474,7 @@ class _null:
         return None
 
 
-def _check_writable(folder: Path) -> None:
+def check_writable(folder: Path) -> None:
     """Fail before training if the output folder cannot be created or written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -464,4 +487,4 @@ def _check_writable(folder: Path) -> None:
         ) from exc
 
 
-__all__ = ["TrainData", "TrainResult", "TrainingError", "iter_train", "train", "validate"]
+__all__ = ["TrainData", "TrainResult", "TrainingError", "check_writable", "iter_train", "train", "validate"]

@@ -81,8 +81,8 @@ def test_engine_keeps_memory_only_while_training(tmp_path, tiny_cfg, monkeypatch
 
     calls.clear()
     token = CancelToken()
+    token.cancel()  # before the first step: nothing to keep, the job is cancelled outright
     with pytest.raises(Cancelled):
         for _ in iter_train(tiny_cfg, data, out_dir=tmp_path, cancel=token):
-            assert calls == ["enter True"]
-            token.cancel()
+            pass
     assert calls == ["enter True", "exit"]

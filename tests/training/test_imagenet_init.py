@@ -10,9 +10,8 @@ import torch
 
 from napari_madgnet.model import pretrained
 from napari_madgnet.model.encoders import build_encoder
-from napari_madgnet.model.pretrained import WeightFile
+from napari_madgnet.model.pretrained import PretrainedWeightsError, WeightFile
 from napari_madgnet.training import data_from_arrays, train
-from napari_madgnet.training.modelio import ModelSourceError
 
 from .conftest import blobs
 
@@ -48,10 +47,11 @@ def test_imagenet_init_trains_from_the_downloaded_encoder(server, publish, tiny_
 
 
 def test_imagenet_init_offline_fails_before_training_and_names_the_way_out(tiny_cfg, monkeypatch) -> None:
+    monkeypatch.setenv("MADGNET_ALLOW_INSECURE_MIRROR", "1")  # a plain-http mirror nobody serves
     monkeypatch.setitem(
         pretrained.IMAGENET_WEIGHTS, "resnet50", WeightFile("resnet50-0676ba61.pth", "http://127.0.0.1:9/")
     )
     cfg = tiny_cfg.replace(init="imagenet", backbone="resnet50")
     image, labels = blobs()
-    with pytest.raises(ModelSourceError, match="init: scratch"):
+    with pytest.raises(PretrainedWeightsError, match="--init scratch"):
         train(cfg, data_from_arrays(image, labels, cfg))

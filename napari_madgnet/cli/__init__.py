@@ -36,11 +36,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from napari_madgnet.errors import is_user_error
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # a problem the user can fix is one line; anything else is a bug and keeps its traceback
+        if not is_user_error(exc):
+            raise
+        print(f"madgnet: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

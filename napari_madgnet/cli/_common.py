@@ -1,37 +1,99 @@
-"""Pieces the training sub-commands share: a tqdm progress bar over ``jobs.Progress`` events."""
+"""Pieces the sub-commands share: progress bars, user errors, and stopping on Ctrl-C / SIGTERM."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from napari_madgnet.jobs import Progress
+from napari_madgnet.jobs import CancelToken, Progress
 
 
 def tqdm_callback(desc: str) -> tuple[Callable[[Progress], None], Callable[[], None]]:
-    """A callback that moves a tqdm bar (percent) and a function that closes it."""
+    """A callback that moves a tqdm bar over training steps, and a function that closes it.
+
+    The bar counts optimiser steps ("step 12/400, 1.4 s/step, ETA") once the first step reports
+    its total; messages without a step (validating, notes) show as the bar's postfix, and
+    warnings are printed on their own line.
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=1000, desc=desc, unit="‰", leave=True, dynamic_ncols=True)
+    bar = tqdm(total=None, desc=desc, unit="step", leave=True, dynamic_ncols=True, file=sys.stderr)
 
     def update(event: Progress) -> None:
-        bar.n = int(event.fraction * 1000)
-        bar.set_postfix_str(event.message, refresh=False)
+        details = event.details
+        if details.get("warning"):
+            bar.write(f"note: {event.message}", file=sys.stderr)
+            return
+        if "step" in details:
+            total = details.get("total_steps")
+            if total and bar.total != total:
+                bar.total = total
+            bar.n = int(details["step"])
+            val = details.get("val", {}).get("dice") if isinstance(details.get("val"), dict) else None
+            post = f"loss {details.get('loss', float('nan')):.4f}"
+            bar.set_postfix_str(post + (f", val Dice {val:.3f}" if val is not None else ""), refresh=False)
+        else:
+            bar.set_postfix_str(event.message, refresh=False)
         bar.refresh()
 
     return update, bar.close
 
 
 def user_errors(func: Callable[..., int]) -> Callable[..., int]:
-    """Turn the errors a user can fix (bad data, paths, settings) into one line and exit code 2."""
-    import functools
-    import sys
+    """Print the errors a user can fix (``errors.is_user_error``) as one line and exit 2."""
+    from napari_madgnet.errors import is_user_error
 
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> int:
         try:
             return func(*args, **kwargs)
-        except (ValueError, FileNotFoundError, FileExistsError, PermissionError) as exc:
+        except Exception as exc:
+            if not is_user_error(exc):
+                raise
             print(f"madgnet: error: {exc}", file=sys.stderr)
             return 2
 
     return wrapper
+
+
+@contextlib.contextmanager
+def stop_on_signals(token: CancelToken, what: str = "training") -> Iterator[CancelToken]:
+    """While the body runs, the first Ctrl-C (SIGINT) or SIGTERM asks ``token`` to stop (the job
+    ends after its current step and keeps what Stop keeps); a second Ctrl-C interrupts at once.
+
+    Handlers can only be set from the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield token
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if token.cancelled:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        name = signal.Signals(signum).name
+        print(
+            f"\n{name}: stopping {what} after the current step and keeping the best model so far "
+            "(press Ctrl-C again to abort at once, keeping nothing new).",
+            file=sys.stderr,
+            flush=True,
+        )
+        token.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield token
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+#: Exit status of a run stopped by the user (128 + SIGINT), as shells report Ctrl-C.
+EXIT_STOPPED = 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from napari_madgnet.cli._common import user_errors
@@ -17,24 +18,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "metrics (paper_*) and the standard ones per image, their means, a Dice histogram, overlays "
         "of the worst and best cases and, with --train-log, the loss curves.",
     )
-    p.add_argument("--model", required=True, help="model file or name in the model folder")
+    p.add_argument("--model", required=True, help="registered model name or checkpoint file")
     p.add_argument("--data", required=True, type=Path, help="folder with images/ and masks/")
-    p.add_argument("--out", type=Path, default=Path("evaluation"), help="folder for CSV, JSON and PNGs")
-    p.add_argument("--train-log", type=Path, default=None, help="train_log.jsonl of the run, for loss curves")
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("evaluation"),
+        help="folder for CSV, JSON and PNGs (default: ./evaluation)",
+    )
+    p.add_argument(
+        "--train-log",
+        type=Path,
+        default=None,
+        help="train_log.jsonl of the run, for loss curves (default: none)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     p.set_defaults(func=run)
 
 
 @user_errors
 def run(args: argparse.Namespace) -> int:
     from napari_madgnet.cli._common import tqdm_callback
-    from napari_madgnet.training.engine import _check_writable
-    from napari_madgnet.training.evaluate import evaluate_folder, find_pairs
-    from napari_madgnet.training.modelio import load_trained
+    from napari_madgnet.inference.evaluate import evaluate_folder, find_pairs
+    from napari_madgnet.registry import load_registered_model
+    from napari_madgnet.training.engine import check_writable
 
     find_pairs(args.data)  # bad folders fail before the model is loaded
-    _check_writable(args.out)
-    model = load_trained(args.model, device="cpu")
+    check_writable(args.out)
+    print(f"Writing the evaluation to {args.out}/", file=sys.stderr)
+    model = load_registered_model(args.model)
     callback, close = tqdm_callback("evaluating")
     try:
         summary = evaluate_folder(

@@ -1,44 +1,97 @@
-"""``madgnet finetune --image I --labels L [--from MODEL] --out M.pt``: adapt MADGNet to your data."""
+"""``madgnet finetune --image I --labels L [--from MODEL] [--out M.pt | --name NAME]``: adapt MADGNet."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from napari_madgnet.cli._common import user_errors
+from napari_madgnet.cli._common import EXIT_STOPPED, stop_on_signals, tqdm_callback, user_errors
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from napari_madgnet.model import BACKBONES
+    from napari_madgnet.training.config import INITS, LABEL_MODES, TrainConfig
+
+    preset = TrainConfig.finetune()
     p = subparsers.add_parser(
         "finetune",
         help="fine-tune on an annotated image or stack",
-        description="Fine-tune MADGNet on one image (2-D, stack, RGB) and its labels (> 0 = object; "
-        "in a stack only planes that carry labels are used). Without --out the model goes to the "
-        "model folder (MADGNET_MODELS_DIR), where the plugin lists it.",
+        description="Fine-tune MADGNet on one image (2-D, stack, time series, RGB) and its labels. In a "
+        "stack only planes that carry labels are used. The model is saved to the models folder "
+        "(MADGNET_MODELS_DIR) under --name, or to --out and listed there by name, so the napari plugin "
+        "and `madgnet predict -m NAME` find it. Ctrl-C stops after the current step and keeps the best "
+        "model so far (exit status 130).",
     )
-    p.add_argument("--image", required=True, type=Path)
-    p.add_argument("--labels", required=True, type=Path)
-    p.add_argument("--from", dest="from_model", default=None, help="model file or name to start from")
-    p.add_argument("--out", type=Path, default=None, help="model file to write (.pt)")
-    p.add_argument("--config", type=Path, default=None, help="YAML recipe (default: the finetune preset)")
-    p.add_argument("--label-mode", choices=["binary", "multiclass", "nested", "scribble"], default=None)
-    p.add_argument("--backbone", default=None, help="resnest50, res2net50_v1b_26w_4s, resnet50")
-    p.add_argument("--init", choices=["imagenet", "scratch"], default=None, help="start without --from")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--patch-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=None)
+    g = p.add_argument_group("data")
+    g.add_argument("--image", required=True, type=Path, help="the image file (tif, png, jpg, npy, zarr...)")
+    g.add_argument("--labels", required=True, type=Path, help="its labels: same pixels, integer values")
+    g.add_argument(
+        "--label-mode",
+        choices=LABEL_MODES,
+        default=None,
+        help=f"how labels are read: binary (> 0 is object), multiclass (1..K), nested, scribble "
+        f"(1 object, 2 background) (default: {preset.label_mode})",
+    )
+    g.add_argument(
+        "--axes", default=None, help="axes of the image, e.g. YX, YXC, CYX, ZYX (default: from the shapes)"
+    )
+    g.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--from", dest="from_model", default=None, help="registered model name or checkpoint to continue from"
+    )
+    g.add_argument(
+        "--init",
+        choices=INITS,
+        default=None,
+        help="start without --from: ImageNet encoder (downloaded once) or random weights "
+        f"(default: {preset.init})",
+    )
+    g.add_argument(
+        "--backbone", choices=BACKBONES, default=None, help=f"encoder (default: {preset.backbone})"
+    )
+    g.add_argument("--out", type=Path, default=None, help="model file to write (default: the models folder)")
+    g.add_argument(
+        "--name", default=None, help="registry name (default: --out's file name, or finetuned-DATE-TIME)"
+    )
+    g.add_argument(
+        "--no-register", action="store_true", help="do not list a model saved with --out in the models folder"
+    )
+    g.add_argument("--config", type=Path, default=None, help="YAML recipe (default: the fine-tuning preset)")
+    g = p.add_argument_group("training")
+    length = g.add_mutually_exclusive_group()
+    length.add_argument(
+        "--steps", type=int, default=None, help=f"optimiser steps (default: {preset.planned_steps()})"
+    )
+    length.add_argument("--epochs", type=int, default=None, help="epochs of --validate-every steps each")
+    g.add_argument(
+        "--validate-every",
+        type=int,
+        default=None,
+        help=f"steps between validations, where the best model is kept (default: {preset.steps_per_epoch})",
+    )
+    g.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3, 5e-5 with --from)")
+    g.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help=f"training patch side in px (default: {preset.patch_size})",
+    )
+    g.add_argument(
+        "--batch-size", type=int, default=None, help=f"patches per step (default: {preset.batch_size})"
+    )
+    g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    g.add_argument("--seed", type=int, default=None, help=f"random seed (default: {preset.seed})")
     p.set_defaults(func=run)
 
 
 @user_errors
 def run(args: argparse.Namespace) -> int:
-    from napari_madgnet.cli._common import tqdm_callback
     from napari_madgnet.io import read_image
+    from napari_madgnet.jobs import CancelToken
     from napari_madgnet.training import TrainConfig, finetune
+    from napari_madgnet.training.finetune import describe_result
 
     preset = TrainConfig.finetune(from_model=args.from_model)
     cfg = TrainConfig.from_yaml(args.config) if args.config else preset
@@ -46,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
         "label_mode": args.label_mode,
         "backbone": args.backbone,
         "init": args.init,
-        "max_steps": args.steps,
-        "epochs": args.epochs,
         "lr": args.lr,
         "patch_size": args.patch_size,
         "batch_size": args.batch_size,
@@ -56,22 +107,31 @@ def run(args: argparse.Namespace) -> int:
     }
     changes = {k: v for k, v in mapping.items() if v is not None}
     cfg = cfg.replace(**changes) if changes else cfg
+    cfg = cfg.with_length(steps=args.steps, epochs=args.epochs, validate_every=args.validate_every)
     cfg.validate()
-    image = read_image(args.image)
+    image = read_image(args.image, lazy=True)
     labels = read_image(args.labels)
     callback, close = tqdm_callback("fine-tuning")
+    token = CancelToken()
     try:
-        result = finetune(
-            image,
-            labels,
-            config=cfg,
-            from_model=args.from_model,
-            out=args.out,
-            callback=callback,
-            name=args.image.name,
-        )
+        with stop_on_signals(token, "fine-tuning"):
+            result = finetune(
+                image,
+                labels,
+                config=cfg,
+                from_model=args.from_model,
+                out=args.out,
+                name=args.name,
+                register=not args.no_register,
+                axes=args.axes,
+                channel=args.channel,
+                cancel=token,
+                image_name=args.image.name,
+                callback=callback,
+            )
     finally:
         close()
-    best = result.best.get("dice")
-    print(f"Saved {result.model_path}" + (f" (validation Dice {best:.4f})" if best is not None else ""))
-    return 0
+    print(describe_result(result))
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_STOPPED if result.stopped == "cancelled" else 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from napari_madgnet.cli._common import user_errors
+from napari_madgnet.cli._common import EXIT_STOPPED, stop_on_signals, tqdm_callback, user_errors
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "train",
         help="train from a YAML recipe (see src_train/configs/)",
         description="Train MADGNet from a recipe: TrainConfig settings and the data folders or dataset. "
-        "Under torchrun every process runs this command; rank 0 writes checkpoints and logs.",
+        "Under torchrun every process runs this command; rank 0 writes checkpoints and logs. Ctrl-C "
+        "(or SIGTERM) stops after the current step, keeps the best model so far and the resumable "
+        "state (exit status 130); --resume continues.",
     )
     p.add_argument("--config", required=True, type=Path, help="recipe YAML (TrainConfig fields)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: the recipe's out_dir)")
@@ -27,35 +29,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @user_errors
 def run(args: argparse.Namespace) -> int:
-    from napari_madgnet.cli._common import tqdm_callback
+    from napari_madgnet.jobs import CancelToken
     from napari_madgnet.training import TrainConfig, data_from_config, train
     from napari_madgnet.training.distributed import cleanup, current
+    from napari_madgnet.training.finetune import describe_result
 
     cfg = TrainConfig.from_yaml(args.config)
-    changes = {k: v for k, v in (("device", args.device), ("max_steps", args.max_steps)) if v is not None}
-    if changes:
-        cfg = cfg.replace(**changes)
+    if args.device is not None:
+        cfg = cfg.replace(device=args.device)
+    if args.max_steps is not None:
+        cfg = cfg.with_length(steps=args.max_steps)
     out = args.out or (Path(cfg.out_dir) if cfg.out_dir else None)
     if out is None:
         print("No run folder: pass --out DIR or set out_dir in the recipe.", file=sys.stderr)
         return 2
     data = data_from_config(cfg)
+    if data.note:
+        print(f"note: {data.note}", file=sys.stderr)
     callback, close = tqdm_callback("training")
+    token = CancelToken()
     try:
-        result = train(
-            cfg,
-            data,
-            out_dir=out,
-            resume=args.resume,
-            callback=callback,
-            model_path=args.model_out or out / "model.pt",
-        )
+        with stop_on_signals(token, "training"):
+            result = train(
+                cfg,
+                data,
+                out_dir=out,
+                resume=args.resume,
+                callback=callback,
+                cancel=token,
+                model_path=args.model_out or out / "model.pt",
+            )
     finally:
         close()
         cleanup()
-    if current().is_main and result.model_path:
-        best = result.best.get("dice")
-        print(
-            f"Saved {result.model_path}" + (f" (best validation Dice {best:.4f})" if best is not None else "")
-        )
-    return 0
+    if current().is_main:
+        print(describe_result(result))
+    return EXIT_STOPPED if result.stopped == "cancelled" else 0

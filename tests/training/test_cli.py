@@ -12,11 +12,14 @@ from napari_madgnet.cli import main
 from .conftest import blobs
 
 
-def test_commands_are_registered(capsys) -> None:
+def test_commands_are_registered_with_help_and_defaults(capsys) -> None:
     for cmd in ("train", "finetune", "evaluate"):
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as exit_info:
             main([cmd, "--help"])
-    assert "--from" in capsys.readouterr().out or True
+        assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--from" in out and "--steps" in out and "(default: 200)" in out  # finetune's help
+    assert "--resume" in out and "./evaluation" in out  # train's and evaluate's
 
 
 def test_finetune_refuses_a_model_of_another_encoder(tmp_path, capsys) -> None:

@@ -82,10 +82,12 @@ def notify_info(message: str) -> None:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """The core's messages already name problem and fix; unexpected errors get a generic next step."""
+    """The core's user errors (``errors.is_user_error``) already name problem and fix and are
+    shown as they are; anything else is a bug, shown with a request to report it."""
+    from napari_madgnet.errors import is_user_error
+
     text = str(exc).strip() or type(exc).__name__
-    expected = (ValueError, FileExistsError, FileNotFoundError, PermissionError, MemoryError)
-    if isinstance(exc, expected):
+    if is_user_error(exc) or isinstance(exc, MemoryError):
         return text
     return f"{type(exc).__name__}: {text} (unexpected; the terminal shows details; please report it)."
 
@@ -155,7 +157,8 @@ class ModelCombo(QComboBox):
     """Registry models (imported releases, fine-tuned), extra fixed choices, and "Load from file...".
 
     The list is re-read whenever the popup opens, the widget is shown, or the hub says a model was
-    saved; listing reads cached metadata only, so this is cheap.
+    saved; it lists file names and index cards only (metadata already cached fills the tooltips),
+    so no checkpoint is opened on the GUI thread.
     """
 
     def __init__(
@@ -180,7 +183,7 @@ class ModelCombo(QComboBox):
 
         keep = select or self.value()
         try:
-            entries = list_models()
+            entries = list_models(read=False)  # names only: no checkpoint is opened on the GUI thread
         except OSError as exc:
             entries = []
             notify_warning(f"Cannot read the model folder ({exc}); check MADGNET_MODELS_DIR.")

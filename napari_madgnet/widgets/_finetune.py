@@ -1,22 +1,19 @@
 """The Fine-tune dock widget: train MADGNet on an image and its (possibly sparse) labels.
 
-The controls start from the core's ``TrainConfig.finetune()`` preset; ``training.iter_finetune``
-runs in a thread worker; each step updates a progress bar with ETA and the live loss/Dice plot.
-Stop ends within one step and keeps the best validated model so far. The saved model is announced
-on the window's ``ModelHub`` (Segment widgets list it at once) and, by default, used to segment
-the image.
+It only gathers settings and shows results: the training length (``TrainConfig.with_length``),
+the output name and folder (``training.finetune.plan_output``), stopping with the best model so
+far and registering the saved model all happen in the core's ``training.iter_finetune``, exactly
+as for ``madgnet finetune``. The generator runs in a thread worker; each step updates a progress
+bar with ETA and the live loss/Dice plot. The saved model is announced on the window's
+``ModelHub`` (Segment widgets list it at once) and, by default, used to segment the image.
 """
 
 from __future__ import annotations
 
 import math
-import re
-import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -35,9 +32,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_madgnet.io import atomic_path
+from napari_madgnet.model import BACKBONES
 from napari_madgnet.paths import models_dir
 from napari_madgnet.training import AugmentConfig, TrainConfig
+from napari_madgnet.training.finetune import describe_result, plan_output
 from napari_madgnet.widgets._common import (
     DeviceCombo,
     HubLink,
@@ -48,64 +46,49 @@ from napari_madgnet.widgets._common import (
     notify_info,
     notify_warning,
 )
+from napari_madgnet.widgets._layers import layer_axes, layer_data
 from napari_madgnet.widgets._plot import TrainingPlot
 from napari_madgnet.widgets._worker import Job
 
-#: The registry's rule for model names (letters, digits, ".", "_", "-").
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LABEL_MODES = {
     "objects (any value > 0)": "binary",
     "classes (1..K)": "multiclass",
     "scribbles (1 object, 2 background)": "scribble",
 }
-ENCODERS = ("resnest50", "res2net50_v1b_26w_4s", "resnet50")
 START_POINTS = (("ImageNet encoder", "imagenet"), ("random weights (scratch)", "scratch"))
 
 
-@dataclass
-class Outcome:
-    """What the worker hands back: how training ended and where the model is (None: not saved)."""
+def _finetune_job(token: Any, image: Any, labels: Any, cfg: TrainConfig, plan: Any, axes: str, name: str):
+    """Worker body: the core's fine-tuning generator (Stop keeps the best model so far).
 
-    stopped: str
-    model_path: Path | None
-    best: dict[str, Any] = field(default_factory=dict)
-    steps: int = 0
-
-
-def _keep_best(out: Path) -> Path | None:
-    """After Stop: the run folder's best validated model becomes the requested model file."""
-    best = out.with_name(out.stem + "_run") / "best.pt"
-    if not best.is_file():
-        return None
-    with atomic_path(out, overwrite=True) as tmp:
-        shutil.copyfile(best, tmp)
-    return out
-
-
-def _finetune_job(token: Any, image: Any, labels: Any, cfg: TrainConfig, out: Path, channel_axis, name):
-    """Worker body: the core's fine-tuning generator; Stop keeps the best model so far."""
-    from napari_madgnet.jobs import Cancelled
+    The layer data arrives as it is in the layer (numpy, dask, zarr): it is read here, in the
+    worker thread, never on the GUI thread.
+    """
     from napari_madgnet.training import iter_finetune
 
     try:
-        result = yield from iter_finetune(
-            image, labels, config=cfg, out=out, channel_axis=channel_axis, cancel=token, name=name
+        return (
+            yield from iter_finetune(
+                image,
+                labels,
+                config=cfg,
+                out=plan.model_path,
+                name=plan.name,
+                work_dir=plan.run_dir,
+                axes=axes,
+                cancel=token,
+                image_name=name,
+            )
         )
-    except Cancelled:
-        return Outcome("stopped", _keep_best(out))
     finally:
         import torch
 
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    outcome = Outcome(result.stopped, result.model_path, dict(result.best), len(result.history))
-    del result  # the network: the saved file is what counts, and the GPU gets its memory back
-    return outcome
 
 
 def image_shape(layer: Any) -> tuple[int, ...]:
-    data = layer.data[0] if layer.multiscale else layer.data
-    shape = tuple(data.shape)
+    shape = tuple(layer_data(layer).shape)
     return shape[:-1] if getattr(layer, "rgb", False) else shape
 
 
@@ -116,7 +99,7 @@ class FinetuneWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.job: Job | None = None
-        self.last_outcome: Outcome | None = None
+        self.last_outcome: Any = None  # the last TrainResult
         self._build()
         self.hub_link = HubLink(self, lambda _name: self.base_model.refresh())
         for combo in (self.image_combo, self.labels_combo):
@@ -147,7 +130,7 @@ class FinetuneWidget(QWidget):
         box, form = _group("Model")
         self.base_model = ModelCombo(extra=START_POINTS)
         self.encoder = QComboBox()
-        self.encoder.addItems(ENCODERS)
+        self.encoder.addItems(BACKBONES)
         self.name_edit = QLineEdit()
         self.folder_edit = QLineEdit(str(models_dir()))
         browse = QPushButton("...")
@@ -251,14 +234,12 @@ class FinetuneWidget(QWidget):
         return ok
 
     def _suggest_name(self, *_: Any) -> None:
+        from napari_madgnet.registry import name_from, unique_name
+
         image = self.image_combo.layer()
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", image.name if image is not None else "model").strip("-.")
-        base = f"{stem or 'model'}-finetuned"
-        folder = Path(self.folder_edit.text() or models_dir())
-        name, i = base, 2
-        while (folder / f"{name}.pt").exists():
-            name, i = f"{base}-{i}", i + 1
-        self.name_edit.setText(name)
+        base = name_from(image.name if image is not None else "model") + "-finetuned"
+        folder = Path(self.folder_edit.text() or models_dir()).expanduser()
+        self.name_edit.setText(unique_name(base, folder))
 
     def _on_base_changed(self, *_: Any) -> None:
         base = self.base_model.value()
@@ -282,9 +263,6 @@ class FinetuneWidget(QWidget):
 
     def train_config(self) -> TrainConfig:
         """The core's fine-tuning preset with the dock's settings."""
-        every = self.validate_every.value()
-        steps_mode = self.length_unit.currentText() == "steps"
-        n = self.length.value()
         base = self.base_model.value()
         start: dict[str, Any] = {"backbone": self.encoder.currentText()}
         if base in ("imagenet", "scratch"):
@@ -298,9 +276,6 @@ class FinetuneWidget(QWidget):
             patch_size=self.patch.value(),
             batch_size=self.batch.value(),
             lr=self.lr.value(),
-            steps_per_epoch=every,
-            epochs=math.ceil(n / every) if steps_mode else n,
-            max_steps=n if steps_mode else None,
             val_fraction=self.val_fraction.value(),
             label_mode=LABEL_MODES[self.label_mode.currentText()],
             device=self.device.value(),
@@ -308,24 +283,24 @@ class FinetuneWidget(QWidget):
         )
         if not self.augment.isChecked():
             overrides["augment"] = AugmentConfig(hflip=False, vflip=False)
-        return TrainConfig.finetune(**overrides)
+        n = self.length.value()
+        steps_mode = self.length_unit.currentText() == "steps"
+        return TrainConfig.finetune(**overrides).with_length(
+            steps=n if steps_mode else None,
+            epochs=None if steps_mode else n,
+            validate_every=self.validate_every.value(),
+        )
 
-    def output_path(self) -> Path:
-        name = self.name_edit.text().strip()
-        if not _NAME.match(name):
-            raise ValueError(
-                f"Model name {name!r} is not allowed: use letters, digits, '.', '_' and '-', "
-                "starting with a letter or digit."
-            )
-        folder = Path(self.folder_edit.text().strip() or models_dir()).expanduser()
-        out = folder / f"{name}.pt"
-        if out.exists():
-            raise ValueError(f"{out} exists already: choose another name (or folder) for the new model.")
-        return out
+    def output_plan(self) -> Any:
+        """Where the model goes and its registry name (``training.finetune.plan_output``)."""
+        folder = self.folder_edit.text().strip() or str(models_dir())
+        return plan_output(name=self.name_edit.text().strip(), folder=folder)
 
     # ------------------------------------------------------------------ running
     def start(self) -> Job | None:
         """Check everything, then train in a worker; problems become notifications."""
+        from napari_madgnet.errors import is_user_error
+
         if self.job is not None and self.job.running:
             notify_info("Training is already running; press Stop first.")
             return None
@@ -334,28 +309,28 @@ class FinetuneWidget(QWidget):
             if image is None or labels is None or not self.check_shapes():
                 raise ValueError(self.shape_note.text())
             cfg = self.train_config()
-            out = self.output_path()
-        except ValueError as exc:
+            plan = self.output_plan()
+        except Exception as exc:
+            if not (is_user_error(exc) or isinstance(exc, ValueError)):
+                raise
             notify_error(f"Cannot start fine-tuning: {exc}")
             self.status.setText(str(exc))
             return None
-        data = image.data[0] if image.multiscale else image.data
-        channel_axis = len(data.shape) - 1 if image.rgb else None
         self.plot.clear()
         self.progress_bar.setValue(0)
         self._image_layer = image
         self.job = Job(
             _finetune_job,
-            np.asarray(data),
-            np.asarray(labels.data),
+            layer_data(image),
+            labels.data,
             cfg,
-            out,
-            channel_axis,
+            plan,
+            layer_axes(image),
             image.name,
             description=f"Fine-tuning on {image.name}",
             on_progress=self._on_progress,
             on_done=self._on_done,
-            on_cancelled=lambda: self.status.setText("Stopped before any model was saved."),
+            on_cancelled=lambda: self.status.setText("Stopped before the first step: no model was saved."),
             on_error=self._on_error,
             on_finally=self._on_finally,
         )
@@ -372,6 +347,8 @@ class FinetuneWidget(QWidget):
     def _on_progress(self, report: Any) -> None:
         d = report.details
         self.progress_bar.setValue(round(report.fraction * 1000))
+        if d.get("warning"):
+            notify_warning(report.message)
         if "step" not in d:
             self.status.setText(report.message)
             return
@@ -395,42 +372,19 @@ class FinetuneWidget(QWidget):
         self.check_shapes()
         self.plot.redraw()
 
-    def _on_done(self, outcome: Outcome) -> None:
-        self.last_outcome = outcome
-        if outcome.model_path is None:
-            self.status.setText("Stopped before the first validation: no model was saved.")
-            notify_warning(
-                "Fine-tuning stopped before the first validation, so there was no best model to keep; "
-                "train longer or validate more often."
-            )
-            return
-        name = self._register(Path(outcome.model_path))
+    def _on_done(self, result: Any) -> None:
+        self.last_outcome = result
         self.progress_bar.setValue(1000)
-        dice = outcome.best.get("dice")
-        how = {"stopped": "Stopped", "early_stopping": "Stopped early (no better Dice)"}.get(
-            outcome.stopped, "Finished"
-        )
-        self.status.setText(
-            f"{how}: saved '{name}'"
-            + (f" (best validation Dice {dice:.3f})" if dice is not None else "")
-            + f" to {outcome.model_path}."
-        )
+        self.status.setText(describe_result(result))
+        for warning in result.warnings:
+            notify_warning(warning)
+        if result.model_path is None:
+            return
+        name = result.model_name or str(result.model_path)
         self.hub_link.update().model_saved.emit(name)
         self._suggest_name()
         if self.segment_after.isChecked():
             self.segment_with(name)
-
-    def _register(self, path: Path) -> str:
-        """The model's registry name; a model saved outside the registry folder gets an index card."""
-        from napari_madgnet.registry import register_model
-
-        if path.parent.resolve() == models_dir().resolve():
-            return path.stem
-        try:
-            return register_model(path, path.stem).name
-        except (ValueError, FileExistsError) as exc:
-            notify_warning(f"The model was saved to {path} but not listed in the registry: {exc}")
-            return str(path)
 
     def segment_with(self, model_ref: str) -> Any:
         """Open (or reuse) the Segment dock and segment the trained image with ``model_ref``."""

@@ -18,6 +18,26 @@ METADATA_KEY = "napari-madgnet"
 HASH_LIMIT = 16 * 1024 * 1024
 
 
+def layer_data(layer: Any) -> Any:
+    """The layer's full-resolution data as it is stored (numpy, dask, zarr): never read here, so
+    that a large or lazy layer is read in a worker thread, not on the GUI thread."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def layer_axes(layer: Any) -> str:
+    """The axes of a layer's data in the core's vocabulary: RGB layers end in C; others as
+    ``layout.guess_axes`` of the shape ("" when the shape cannot be segmented)."""
+    from napari_madgnet.layout import guess_axes
+
+    ndim = len(layer_data(layer).shape)
+    if getattr(layer, "rgb", False):
+        return {3: "YXC", 4: "ZYXC", 5: "TZYXC"}.get(ndim, "")
+    try:
+        return guess_axes(tuple(layer_data(layer).shape))
+    except ValueError:
+        return ""
+
+
 def output_name(image_name: str, kind: str = "mask") -> str:
     """``<image> mask`` / ``<image> probability``: the names a re-run finds and updates."""
     return f"{image_name} {kind}"

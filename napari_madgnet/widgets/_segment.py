@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_madgnet.inference import GEOMETRIES, InferenceConfig, PostprocessConfig, guess_axes, postprocess
+from napari_madgnet.inference import GEOMETRIES, InferenceConfig, PostprocessConfig
 from napari_madgnet.preprocess import METHODS
 from napari_madgnet.widgets import _layers
 from napari_madgnet.widgets._common import (
@@ -43,6 +43,7 @@ from napari_madgnet.widgets._common import (
     notify_error,
     notify_info,
 )
+from napari_madgnet.widgets._layers import layer_axes, layer_data
 from napari_madgnet.widgets._models import ModelCache
 from napari_madgnet.widgets._scope import SCOPES, Region, compute_region, layer_position, visible_rect
 from napari_madgnet.widgets._worker import Job
@@ -61,18 +62,6 @@ def _segment_job(token: Any, image: Any, model_ref: str, config: InferenceConfig
         return (yield from iter_segment(image, model, config, cancel=token))
     finally:
         cache.release()
-
-
-def layer_axes(layer: Any) -> str:
-    """The axes guess for a layer: RGB layers end in C; others as ``inference.guess_axes``."""
-    data = layer.data[0] if layer.multiscale else layer.data
-    ndim = len(data.shape)
-    if getattr(layer, "rgb", False):
-        return {3: "YXC", 4: "ZYXC", 5: "TZYXC"}.get(ndim, "")
-    try:
-        return guess_axes(tuple(data.shape))
-    except ValueError:
-        return ""
 
 
 @dataclass
@@ -250,7 +239,7 @@ class SegmentWidget(QWidget):
             notify_error(str(exc))
             self.status.setText(str(exc))
             return None
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = layer_data(layer)
         image = data[region.key]
         place = _layers.placement(layer, _channel_of(axes, layer))
         info = {"image": layer.name, "scope": self.scope.currentText(), "region": _describe(region.key)}
@@ -298,7 +287,7 @@ class SegmentWidget(QWidget):
                 "fine-tune one with the Fine-tune widget, or pick 'Load from file...'."
             )
         axes = self.axes_edit.text().strip().upper() or layer_axes(layer)
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = layer_data(layer)
         position = layer_position(layer, np.asarray(self.viewer.dims.point), axes)
         scope = self.scope.currentText()
         view = visible_rect(self.viewer, layer, axes) if scope == "part in view" else None
@@ -412,29 +401,23 @@ class SegmentWidget(QWidget):
         self._post_generation += 1
         generation = self._post_generation
         worker = create_worker(
-            postprocess, self.last.result.probabilities, config, _start_thread=False, _ignore_errors=True
+            self.last.result.repostprocess, config, _start_thread=False, _ignore_errors=True
         )
-        worker.returned.connect(lambda mask: self._on_repostprocessed(mask, config, generation))
+        worker.returned.connect(lambda result: self._on_repostprocessed(result, config, generation))
         worker.errored.connect(self._on_error)
         self._post_worker = worker
         worker.start()
         return worker
 
-    def _on_repostprocessed(self, mask: np.ndarray, config: PostprocessConfig, generation: int) -> None:
+    def _on_repostprocessed(self, result: Any, config: PostprocessConfig, generation: int) -> None:
         if generation != self._post_generation or self.last is None:
             return  # a newer setting is on its way
-        self.last.result = _with_mask(self.last.result, mask, config)
+        self.last.result = result
         prov = self.last.metadata.get("madgnet_provenance", {})
         cfg = dict(prov.get("config", {}), postprocess=config.to_dict())
         self.last.metadata = {"madgnet_provenance": {**prov, "config": cfg}}
-        if self._write_mask(np.asarray(mask)) is not None:
+        if self._write_mask(np.asarray(result.mask)) is not None:
             self.status.setText(f"Re-labelled at threshold {config.threshold:.2f} (network not re-run).")
-
-
-def _with_mask(result: Any, mask: Any, config: PostprocessConfig) -> Any:
-    from dataclasses import replace
-
-    return replace(result, mask=mask, config=replace(result.config, postprocess=config))
 
 
 def _group(title: str) -> tuple[QGroupBox, QFormLayout]:

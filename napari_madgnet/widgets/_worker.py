@@ -27,6 +27,34 @@ from napari_madgnet.jobs import Cancelled, CancelToken, Progress
 STEPS = 1000  # resolution of the napari progress bar
 
 
+class _GcFreeze:
+    """``gc.freeze()`` while at least one job runs, ``gc.unfreeze()`` when the last one ends.
+
+    gc.freeze/unfreeze are process-wide and do not nest: a second job (e.g. Fine-tune's "segment
+    when done", started before the first job's cleanup) must not unfreeze for the first. One
+    counter per window-less process is the minimum state this needs; it is only touched on the
+    GUI thread.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+    def enter(self) -> None:
+        if self.depth == 0:
+            gc.freeze()
+        self.depth += 1
+
+    def exit(self) -> None:
+        if self.depth == 0:
+            return
+        self.depth -= 1
+        if self.depth == 0:
+            gc.unfreeze()
+
+
+GC_FREEZE = _GcFreeze()
+
+
 class Job:
     """A running job: ``cancel()`` asks it to stop; callbacks run on the GUI thread.
 
@@ -65,7 +93,7 @@ class Job:
     def start(self) -> Job:
         self._bar = napari_progress(total=STEPS, desc=self.description)
         self.running = True
-        gc.freeze()
+        GC_FREEZE.enter()
         self.worker.start()
         return self
 
@@ -106,7 +134,7 @@ class Job:
 
     def _finished(self) -> None:
         self.running = False
-        gc.unfreeze()
+        GC_FREEZE.exit()
         if self._bar is not None:
             with contextlib.suppress(Exception):
                 self._bar.close()

@@ -64,7 +64,8 @@ def test_finetune_stops_keeps_the_best_model_and_lists_it(
     assert errors == []
     assert max(steps) <= 5, "Stop must end training within one step"
     outcome = widget.last_outcome
-    assert outcome is not None and outcome.stopped == "stopped"
+    assert outcome is not None and outcome.stopped == "cancelled"
+    assert "Stopped after" in widget.status.text() and "nuclei-ft-stop" in widget.status.text()
     assert outcome.model_path == models_dir() / "nuclei-ft-stop.pt" and outcome.model_path.is_file()
     assert segment.model_combo.findData("nuclei-ft-stop") >= 0  # listed at once
     assert widget.plot.steps and widget.plot.dices  # the live plot got loss and Dice
@@ -115,3 +116,53 @@ def test_learning_rate_follows_the_start_point_until_the_user_sets_one(
     widget.lr.setValue(3e-4)
     widget.base_model.refresh(select="scratch")
     assert widget.lr.value() == pytest.approx(3e-4)
+
+
+def test_dask_layers_are_read_in_the_worker_and_train(
+    make_napari_viewer, wait_job, errors, monkeypatch
+) -> None:
+    """The layer's data reaches the worker as it is in the layer (no np.asarray on the GUI thread)."""
+    import dask.array as da
+
+    from napari_madgnet.sample_data import load_nuclei
+    from napari_madgnet.widgets import _finetune as finetune_mod
+
+    image, labels = load_nuclei()
+    viewer = make_napari_viewer()
+    viewer.add_image(da.from_array(image[:128, :96], chunks=32), name="lazy")
+    viewer.add_labels(labels[:128, :96], name="lazy labels")
+    seen = []
+    real = finetune_mod._finetune_job
+
+    def spy(token, image, *args):
+        seen.append(type(image).__name__)
+        return (yield from real(token, image, *args))
+
+    monkeypatch.setattr(finetune_mod, "_finetune_job", spy)
+    widget = _finetune(viewer, length=1, validate_every=1)
+    widget.base_model.refresh(select="scratch")
+    widget.encoder.setCurrentText("resnet50")
+    widget.segment_after.setChecked(False)
+    widget.start()
+    wait_job(widget)
+    assert errors == [] and seen == ["Array"]  # a dask Array, read by the core in the worker
+    assert widget.last_outcome.stopped == "finished" and widget.last_outcome.model_path.is_file()
+
+
+def test_gc_freeze_nests_across_jobs() -> None:
+    import gc
+
+    from napari_madgnet.widgets._worker import _GcFreeze
+
+    freeze = _GcFreeze()
+    gc.unfreeze()
+    freeze.enter()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    freeze.enter()  # "segment when done" starts before the first job ends
+    freeze.exit()
+    assert gc.get_freeze_count() == frozen  # still frozen for the job that runs on
+    freeze.exit()
+    assert gc.get_freeze_count() == 0
+    freeze.exit()  # an extra exit is harmless
+    assert freeze.depth == 0

@@ -4,8 +4,10 @@
 # It sets $PY to a Python that has napari-madgnet installed (editable) with those extras.
 #
 # - Inside an active virtualenv or conda environment, that environment is used as it is.
-# - Otherwise a virtualenv .venv/<extras> is made with --system-site-packages, so a PyTorch the
-#   machine already has (a CUDA build, say) is used and never replaced.
+# - Otherwise a virtualenv .venv/<extras> is made. It is isolated from the system's packages, so
+#   their versions and warnings cannot leak into the project; except when the system Python
+#   already has PyTorch (a CUDA build, say): then it is made with --system-site-packages, the only
+#   way to use that PyTorch without replacing it.
 # - torch==2.13.0 is installed only when no torch is importable (on a CPU machine that is the
 #   CPU wheel; GPU users should install their CUDA build of PyTorch first).
 # Idempotent: a second run with an unchanged pyproject.toml installs nothing.
@@ -19,8 +21,13 @@ if [[ -n "${VIRTUAL_ENV:-}" || -n "${CONDA_PREFIX:-}" ]]; then
 else
     _venv="$_root/.venv/$_extras"
     if [[ ! -x "$_venv/bin/python" ]]; then
-        echo "[setup] creating virtualenv $_venv"
-        python3 -m venv --system-site-packages "$_venv"
+        if python3 -c 'import torch' 2>/dev/null; then
+            echo "[setup] creating virtualenv $_venv (with the system's packages, to keep its PyTorch)"
+            python3 -m venv --system-site-packages "$_venv"
+        else
+            echo "[setup] creating virtualenv $_venv"
+            python3 -m venv "$_venv"
+        fi
     fi
     PY="$_venv/bin/python"
 fi

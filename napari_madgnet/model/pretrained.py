@@ -10,16 +10,20 @@ Cache folder: ``$MADGNET_CACHE_DIR/weights`` if set, else ``$XDG_CACHE_HOME/napa
 (default ``~/.cache/napari-madgnet/weights``). ``MADGNET_WEIGHTS_URL`` replaces the download base
 URL for every file (a mirror, or a local server in tests). Without network access, put the file
 there by hand: the error message says which file and which folder.
+
+Downloads go through pooch (HTTPS with TLS verification; a plain-HTTP mirror is refused unless
+``MADGNET_ALLOW_INSECURE_MIRROR=1`` is set, as the tests' server on 127.0.0.1 does). The authors
+publish only a sha256 prefix (in the file name), so the full digest of the first download that
+matches the prefix is recorded in the cache (``sha256-record.json``) and every later copy must
+match it in full; a full digest pinned in ``PINNED_SHA256`` is checked from the start.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import re
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +32,7 @@ import torch
 from torch import nn
 
 from napari_madgnet.errors import UserError
+from napari_madgnet.hashing import sha256_file
 from napari_madgnet.paths import cache_dir
 
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9.]+$")
@@ -54,6 +59,12 @@ IMAGENET_WEIGHTS: dict[str, WeightFile] = {
 }
 
 
+#: Full sha256 digests, where the publisher gives one (none of the three encoders' sources does).
+PINNED_SHA256: dict[str, str] = {}
+_RECORD = "sha256-record.json"
+INSECURE_MIRROR_ENV = "MADGNET_ALLOW_INSECURE_MIRROR"
+
+
 class PretrainedWeightsError(UserError, OSError):
     """ImageNet weights could not be obtained (offline, bad hash, unusable file)."""
 
@@ -71,75 +82,120 @@ def expected_hash_prefix(filename: str) -> str:
     return match.group(1)
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def _records(folder: Path) -> dict[str, str]:
+    try:
+        data = json.loads((folder / _RECORD).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(folder: Path, filename: str, digest: str) -> None:
+    """Remember the full digest of a file that matched its published prefix (trust on first use)."""
+    from napari_madgnet.io import atomic_path
+
+    records = _records(folder)
+    if records.get(filename) == digest:
+        return
+    records[filename] = digest
+    try:
+        with atomic_path(folder / _RECORD, overwrite=True) as tmp:
+            tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+    except OSError:
+        pass  # a read-only cache: the prefix is still checked every time
+
+
+def expected_digest(filename: str, folder: Path) -> str | None:
+    """The full sha256 a copy of ``filename`` must have: pinned, or recorded on first download."""
+    return PINNED_SHA256.get(filename) or _records(folder).get(filename)
+
+
+def check_digest(digest: str, filename: str, folder: Path) -> str | None:
+    """None if ``digest`` is right for ``filename``, else what is wrong (for an error message)."""
+    full = expected_digest(filename, folder)
+    if full is not None:
+        return None if digest == full else f"SHA-256 {digest[:12]}... instead of the known {full[:12]}..."
+    prefix = expected_hash_prefix(filename)
+    return None if digest.startswith(prefix) else f"SHA-256 {digest[:12]}... does not start with {prefix}"
+
+
+def check_url(url: str) -> None:
+    """HTTPS only, unless the user opted in to an insecure mirror (``MADGNET_ALLOW_INSECURE_MIRROR=1``)."""
+    if url.startswith("https://"):
+        return
+    if url.startswith("http://") and os.environ.get(INSECURE_MIRROR_ENV) == "1":
+        return
+    raise PretrainedWeightsError(
+        f"Refusing to download from {url}: only https:// addresses are used (set "
+        f"{INSECURE_MIRROR_ENV}=1 to allow a plain-http mirror you trust, e.g. on your own network)."
+    )
 
 
 def fetch_file(filename: str, base_url: str, folder: Path | None = None, timeout: float = 60.0) -> Path:
     """Return ``folder/filename``, downloading ``base_url + filename`` first if it is missing.
 
-    The download goes to a temporary file in ``folder``; its SHA-256 must start with the prefix
-    in the name, else the temporary file is deleted and PretrainedWeightsError raised; only then
-    is it renamed into place. A cached file is verified the same way on every call. TLS is
-    verified by Python's default context (never disabled).
+    The download (pooch, TLS verified) lands in a temporary folder beside the target; only when its
+    sha256 passes ``check_digest`` is it renamed into place (else it is deleted and
+    ``PretrainedWeightsError`` raised). A cached file is verified the same way on every call.
     """
     folder = weights_dir() if folder is None else Path(folder)
     target = folder / filename
-    prefix = expected_hash_prefix(filename)
     if target.is_file():
-        digest = sha256_of(target)
-        if not digest.startswith(prefix):
+        digest = sha256_file(target)
+        problem = check_digest(digest, filename, folder)
+        if problem:
             raise PretrainedWeightsError(
-                f"{target} is corrupt or not the released file (SHA-256 {digest[:12]}..., expected "
-                f"{prefix}...). Delete it to download it again."
+                f"{target} is corrupt or not the released file ({problem}). Delete it to download it again."
             )
+        _record(folder, filename, digest)
         return target
 
     url = base_url.rstrip("/") + "/" + filename
+    check_url(url)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PretrainedWeightsError(f"cannot create the weights folder {folder}: {exc}") from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".part", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
+    import pooch
+
+    pooch.get_logger().setLevel("WARNING")  # pooch prints every download's hash at INFO level
+    with tempfile.TemporaryDirectory(prefix=f".{filename}.", dir=folder) as tmp_dir:
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                while block := resp.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-                out.flush()
-                os.fsync(out.fileno())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise PretrainedWeightsError(
-                f"could not download {filename} from {url} ({reason}). Without internet access, "
-                f"get the file {filename} elsewhere and place it in the folder {folder} "
-                f"(i.e. as {target}); set MADGNET_CACHE_DIR to use another cache folder."
-            ) from exc
-        hexdigest = digest.hexdigest()
-        if not hexdigest.startswith(prefix):
-            raise PretrainedWeightsError(
-                f"downloaded {filename} from {url} but its SHA-256 {hexdigest[:12]}... does not "
-                f"start with {prefix}; the file was discarded."
+            path = Path(
+                pooch.retrieve(
+                    url,
+                    known_hash=None,  # checked below: prefix or recorded/pinned full digest
+                    fname=filename,
+                    path=tmp_dir,
+                    downloader=pooch.HTTPDownloader(timeout=timeout, progressbar=False),
+                )
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        except Exception as exc:  # requests' and pooch's errors: connection, HTTP status, timeout
+            raise PretrainedWeightsError(
+                f"Could not download the encoder weights {filename} (no internet connection?). "
+                f"Train from random weights instead (--init scratch), or copy the file {filename} "
+                f"into {folder} and try again."
+            ) from exc
+        digest = sha256_file(path)
+        problem = check_digest(digest, filename, folder)
+        if problem:
+            raise PretrainedWeightsError(
+                f"Downloaded {filename} from {url} but its {problem}; the file was discarded."
+            )
+        os.chmod(path, 0o644)
+        os.replace(path, target)
+    _record(folder, filename, digest)
     return target
 
 
 def fetch_imagenet_weights(backbone: str) -> Path:
-    """Path of the cached ImageNet weights of ``backbone`` (downloaded and verified if needed)."""
-    from .encoders import canonical_backbone
-
-    spec = IMAGENET_WEIGHTS[canonical_backbone(backbone)]
+    """Path of the cached ImageNet weights of ``backbone`` (a canonical encoder name), downloaded
+    and verified if needed."""
+    if backbone not in IMAGENET_WEIGHTS:
+        raise PretrainedWeightsError(
+            f"No ImageNet weights are known for {backbone!r}; known: {', '.join(IMAGENET_WEIGHTS)}."
+        )
+    spec = IMAGENET_WEIGHTS[backbone]
     base = os.environ.get("MADGNET_WEIGHTS_URL") or spec.base_url
     return fetch_file(spec.filename, base)
 

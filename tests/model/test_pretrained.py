@@ -25,9 +25,46 @@ def test_download_succeeds_and_is_cached(server, publish, tmp_path: Path) -> Non
     cache = tmp_path / "cache"
     path = fetch_file(name, base, folder=cache)
     assert path == cache / name and path.read_bytes() == b"weights" * 1000
-    assert sorted(p.name for p in cache.iterdir()) == [name]  # no temporary left behind
+    # no temporary left behind; the full digest of the first good download is recorded
+    assert sorted(p.name for p in cache.iterdir()) == sorted([name, "sha256-record.json"])
     (root / name).unlink()  # served no more: the cached copy is used
     assert fetch_file(name, base, folder=cache) == path
+
+
+def test_a_later_copy_must_match_the_recorded_full_digest(server, publish, tmp_path: Path) -> None:
+    """The authors publish an 8-digit prefix only: after the first download, the full sha256 counts."""
+    import hashlib
+
+    base, root = server
+    name = publish(root, "tiny", b"original")
+    cache = tmp_path / "cache"
+    fetch_file(name, base, folder=cache)
+    prefix = name.rsplit("-", 1)[1].split(".")[0]
+    forged = next(
+        payload
+        for i in range(1_000_000)
+        if hashlib.sha256(payload := f"forged {i}".encode()).hexdigest().startswith(prefix[:4])
+    )
+    # a file that would pass a short prefix check, swapped in for the cached copy
+    (cache / name).write_bytes(forged)
+    monkey_prefix = pytest.MonkeyPatch()
+    monkey_prefix.setattr(pretrained, "expected_hash_prefix", lambda filename: prefix[:4])
+    try:
+        with pytest.raises(PretrainedWeightsError, match="instead of the known"):
+            fetch_file(name, base, folder=cache)
+    finally:
+        monkey_prefix.undo()
+
+
+def test_plain_http_needs_an_explicit_opt_in(server, publish, tmp_path: Path, monkeypatch) -> None:
+    base, root = server
+    name = publish(root, "tiny", b"weights")
+    monkeypatch.delenv("MADGNET_ALLOW_INSECURE_MIRROR")
+    with pytest.raises(PretrainedWeightsError, match="only https://"):
+        fetch_file(name, base, folder=tmp_path / "cache")
+    with pytest.raises(PretrainedWeightsError, match="only https://"):
+        fetch_file(name, "file:///etc/", folder=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
 
 
 def test_bad_hash_is_refused_and_nothing_is_kept(server, publish, tmp_path: Path) -> None:

@@ -570,7 +570,9 @@ def _check_weights(
         checks[f"pytorch_state_dict {shape}"] = max_abs_difference(torch.sigmoid(net.eval()(x)), expected)
         scripted = torch.jit.load(os.fspath(files["torchscript"]), map_location="cpu")
         checks[f"torchscript {shape}"] = max_abs_difference(torch.sigmoid(scripted(x)), expected)
-    (logits,) = onnx_session(files["onnx"]).run(None, {INPUT_NAME: x.numpy()})
+    (logits,) = onnx_session(files["onnx"], threads=torch.get_num_threads()).run(
+        None, {INPUT_NAME: x.numpy()}
+    )
     checks[f"onnxruntime {shape}"] = max_abs_difference(torch.sigmoid(torch.from_numpy(logits)), expected)
     raise_if_off(checks, PACKAGE_TOLERANCE)
     return checks

@@ -19,6 +19,7 @@ import torch
 
 from napari_madgnet.errors import UserError
 from napari_madgnet.model import MADGNet
+from napari_madgnet.model.checkpoint import DEFAULT_PREPROCESSING
 
 #: The extra that brings the export packages (onnx, onnxruntime, bioimageio.spec).
 EXTRA = "napari-madgnet[export]"
@@ -128,7 +129,8 @@ def export_metadata(model: MADGNet, fmt: str) -> dict[str, Any]:
         from napari_madgnet.inference.provenance import file_sha256
 
         source = {"path": str(path), "sha256": file_sha256(path)}
-    preprocessing = dict(info.get("preprocessing") or {})
+    # A model built in Python has no checkpoint yet: save_model would record the release's defaults.
+    preprocessing = dict(info.get("preprocessing") or DEFAULT_PREPROCESSING)
     channels = input_channels(model)
     record = {
         "metadata_version": METADATA_VERSION,

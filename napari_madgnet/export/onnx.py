@@ -66,8 +66,7 @@ def onnx_bytes(model: MADGNet, opset: int = MIN_OPSET, metadata: dict[str, Any] 
     :class:`~napari_madgnet.export.common.ExportError` for an opset below 17.
     """
     onnx = require("onnx", "ONNX export")
-    if int(opset) < MIN_OPSET:
-        raise ExportError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
+    _check_opset(opset)
     channels = input_channels(model)
     buffer = io.BytesIO()
     with eval_on_cpu(model), torch.no_grad(), warnings.catch_warnings():
@@ -99,6 +98,11 @@ def onnx_bytes(model: MADGNet, opset: int = MIN_OPSET, metadata: dict[str, Any] 
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
+
+
+def _check_opset(opset: int) -> None:
+    if int(opset) < MIN_OPSET:
+        raise ExportError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
 
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -158,13 +162,17 @@ def export_onnx(
     :class:`~napari_madgnet.export.common.ExportError` and nothing is written. Refuses an
     existing ``out`` unless ``overwrite``; the write is atomic.
     """
+    _check_opset(opset)
+    require("onnx", "ONNX export")
+    if check_sizes:
+        require("onnxruntime", "Checking an ONNX export")
     target = check_target(out, overwrite)
     model = load_for_export(model_ref)
     metadata = export_metadata(model, "onnx")
     data = onnx_bytes(model, opset, {"napari_madgnet": metadata, "preprocessing": metadata["preprocessing"]})
     checks: dict[str, float] = {}
     if check_sizes:
-        checks = compare_onnx(onnx_session(data), model, check_sizes)
+        checks = compare_onnx(onnx_session(data, threads=torch.get_num_threads()), model, check_sizes)
         raise_if_off(checks, ONNX_TOLERANCE)
     with atomic_path(target, overwrite=overwrite) as tmp:
         tmp.write_bytes(data)

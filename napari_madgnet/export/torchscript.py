@@ -48,6 +48,9 @@ def trace(model: MADGNet) -> torch.jit.ScriptModule:
     example = verification_input(input_channels(model), 64, 64)
     with eval_on_cpu(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape arithmetic is intended
+        # PyTorch 2.13 marks torch.jit.trace deprecated (see docs/export.md); it still works and
+        # TorchScript is what deepImageJ and bioimage.io's "torchscript" weights need.
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(TraceableMADGNet(model).eval(), (example,), check_trace=False)
     return traced.eval()
 

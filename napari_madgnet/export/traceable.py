@@ -179,8 +179,8 @@ class TraceableMADGNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.model
         config = net.config
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
+        # Grey to RGB as MADGNet._prepare does; a no-op for 3 channels, so the graph takes both.
+        x = x.expand(-1, 3, -1, -1)
         height, width = _size(x, 2), _size(x, 3)
         padded_h, padded_w = padded_size_tensor(height, width, config.scale_branches, config.min_resolution)
         # MADGNet._prepare reflects unless the padding is as large as the image.

@@ -244,7 +244,7 @@ def _samples(raw: np.ndarray, probabilities: np.ndarray, files: dict[str, Path])
     import tifffile
 
     if raw.shape[1] == 3:
-        tifffile.imwrite(files["sample_input"], raw[0])
+        tifffile.imwrite(files["sample_input"], raw[0], photometric="rgb", planarconfig="separate")
     else:
         del files["sample_input"]
     tifffile.imwrite(files["sample_output"], probabilities[0].astype(np.float32))

@@ -520,7 +520,8 @@ def export_bioimageio(
         with eval_on_cpu(model), torch.no_grad():
             expected = torch.sigmoid(model(x))
             torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, files["state_dict"])
-            files["onnx"].write_bytes(onnx_bytes(model, opset, {"napari_madgnet": metadata}))
+            props = {"napari_madgnet": metadata, "preprocessing": metadata["preprocessing"]}
+            files["onnx"].write_bytes(onnx_bytes(model, opset, props))
             extra = {METADATA_FILE: json.dumps(metadata)}
             torch.jit.save(trace(model), os.fspath(files["torchscript"]), _extra_files=extra)
         checks = _check_weights(files, metadata, x, expected)

@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+@pytest.mark.slow  # builds, exports and packs a full-size network: ~10 s on 2 cores
 def test_export_benchmark_runs_and_reports_both_backends(monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import bench_export

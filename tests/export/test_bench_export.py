@@ -1,0 +1,27 @@
+"""The export benchmark still runs (at a tiny size): a renamed API must not break it silently."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.mark.slow  # builds, exports and packs a full-size network: ~10 s on 2 cores
+def test_export_benchmark_runs_and_reports_both_backends(monkeypatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_export
+
+    args = argparse.Namespace(size=64, batch=1, threads=1, rounds=1, backbone="resnet50")
+    result = bench_export.run(args)
+    timings = result["timings_s"]
+    assert set(timings) == {"torch engine (fast_model)", "onnxruntime", "onnxruntime (no spin)"}
+    assert all(t["min"] > 0 and t["max_abs_diff_vs_eager"] < 1e-4 for t in timings.values())
+    assert result["cpu"]["model"] and "loadavg" in result["load_before"]
+    sys.modules.pop("bench_export", None)

@@ -83,10 +83,20 @@ def _read_mask(path: Path) -> np.ndarray:
     return arr
 
 
+def _write_error_map(path: Path, error_map: np.ndarray, *, overwrite: bool) -> Path:
+    """A grey-level TIFF: a stack of 3 or 4 planes must not be stored as RGB (tifffile's guess)."""
+    import tifffile
+
+    from napari_madgnet.io import atomic_path
+
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tifffile.imwrite(tmp, error_map, photometric="minisblack", compression="zlib")
+    return path
+
+
 @user_errors
 def run(args: argparse.Namespace) -> int:
     from napari_madgnet.errors import UserError
-    from napari_madgnet.io import write_image
     from napari_madgnet.qc import compare_masks
 
     a, b = _read_mask(args.a), _read_mask(args.b)
@@ -115,6 +125,6 @@ def run(args: argparse.Namespace) -> int:
     print(report.summary())
     if args.out is not None:
         written = report.to_csv(args.out, overwrite=args.overwrite)
-        written.append(write_image(error_map_path, report.error_map, overwrite=args.overwrite))
+        written.append(_write_error_map(error_map_path, report.error_map, overwrite=args.overwrite))
         print("wrote " + ", ".join(str(w) for w in written))
     return 0

@@ -63,8 +63,8 @@ def unit_tag(unit: str | None, spacing: SpacingLike) -> str:
     return "px" if spacing is None else "units"
 
 
-def instance_labels(labels: np.ndarray, objects: ObjectsMode = "auto") -> np.ndarray:
-    """An integer label image whose values are the objects (see the module docstring)."""
+def check_labels(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as an array, or ``UserError`` if it is not a label image (integers >= 0, booleans)."""
     lab = np.asarray(labels)
     if lab.dtype.kind not in "biu":
         raise UserError(
@@ -72,10 +72,27 @@ def instance_labels(labels: np.ndarray, objects: ObjectsMode = "auto") -> np.nda
         )
     if lab.dtype.kind == "i" and lab.size and lab.min() < 0:
         raise UserError("a label image must not hold negative values (0 is background).")
+    return lab
+
+
+def objects_mode(labels: np.ndarray, objects: ObjectsMode = "auto") -> Literal["labels", "components"]:
+    """Resolve ``"auto"`` for the whole image (see the module docstring)."""
     if objects not in ("auto", "labels", "components"):
         raise UserError(f"objects must be 'auto', 'labels' or 'components', got {objects!r}.")
-    if objects == "auto":
-        objects = "components" if lab.dtype == bool or lab.max(initial=0) <= 1 else "labels"
+    if objects != "auto":
+        return objects
+    lab = check_labels(labels)
+    return "components" if lab.dtype == bool or lab.max(initial=0) <= 1 else "labels"
+
+
+def instance_labels(labels: np.ndarray, objects: ObjectsMode = "auto") -> np.ndarray:
+    """An integer label image whose values are the objects (see the module docstring).
+
+    Apply it to one frame (time point, or plane when planes are measured separately) at a time:
+    connected components of a whole stack would join pieces through the neighbouring frames.
+    """
+    lab = check_labels(labels)
+    objects = objects_mode(lab, objects)
     if objects == "components":
         from skimage.measure import label
 

@@ -31,8 +31,10 @@ from napari_madgnet.errors import UserError
 from napari_madgnet.labelutils import (
     ObjectsMode,
     axis_spacing,
+    check_labels,
     instance_labels,
     iter_frames,
+    objects_mode,
     resolve_axes,
     unit_tag,
 )
@@ -80,7 +82,8 @@ def measure_objects(
     """
     from skimage.measure import regionprops_table
 
-    lab = instance_labels(labels, objects)
+    lab = check_labels(labels)
+    mode = objects_mode(lab, objects)  # "auto" decided on the whole image, applied per frame
     ax = resolve_axes(lab.ndim, axes)
     sp = axis_spacing(spacing, ax)
     tag = unit_tag(unit, spacing)
@@ -107,7 +110,9 @@ def measure_objects(
         if not frame.any():
             continue
         intensity = None if img is None else img[idx]
-        table = regionprops_table(frame, intensity, properties=props, spacing=tuple(sp_spatial))
+        table = regionprops_table(
+            instance_labels(frame, mode), intensity, properties=props, spacing=tuple(sp_spatial)
+        )
         n = len(table["label"])
         for a, i in zip(ax[:n_lead], idx, strict=True):
             cols[a.lower()].extend([i] * n)

@@ -41,8 +41,10 @@ from napari_madgnet.errors import UserError
 from napari_madgnet.labelutils import (
     ObjectsMode,
     axis_spacing,
+    check_labels,
     instance_labels,
     iter_frames,
+    objects_mode,
     resolve_axes,
     unit_tag,
 )
@@ -356,8 +358,10 @@ def compare_masks(
     tol = float(sp_spatial.max()) if tolerance is None else float(tolerance)
     if not math.isfinite(tol) or tol < 0:
         raise UserError(f"the NSD tolerance must be a finite number >= 0 ({tag}), got {tolerance!r}.")
-    p_lab = instance_labels(p_raw, objects) if per_object else p_raw
-    r_lab = instance_labels(r_raw, objects) if per_object else r_raw
+    p_raw, r_raw = check_labels(p_raw), check_labels(r_raw)
+    # "auto" is decided once per image (a binary prediction against instance labels is split into
+    # components, the reference is not); components are found frame by frame.
+    mode_p, mode_r = objects_mode(p_raw, objects), objects_mode(r_raw, objects)
     p, r = p_raw > 0, r_raw > 0
 
     error_map = np.zeros(p.shape, np.uint8)
@@ -409,8 +413,16 @@ def compare_masks(
 
     objs: list[dict[str, Any]] = []
     if per_object:
-        for idx, pl in iter_frames(p_lab, n_time):
-            rows = _object_rows(pl, r_lab[idx], sp_spatial, tol, tag, match_iou, spatial)
+        for idx, pl in iter_frames(p_raw, n_time):
+            rows = _object_rows(
+                instance_labels(pl, mode_p),
+                instance_labels(r_raw[idx], mode_r),
+                sp_spatial,
+                tol,
+                tag,
+                match_iou,
+                spatial,
+            )
             objs.extend({**({"t": idx[0]} if n_time else {}), **row} for row in rows)
         status = [o["status"] for o in objs]
         overall.update(

@@ -90,6 +90,15 @@ def test_stack_in_3d_per_plane_and_as_connected_components() -> None:
     assert comps["voxels"].tolist() == [18, 4, 4]  # planes 0-1 joined in Z; the reused 1 split off
 
 
+def test_components_of_planes_are_not_joined_through_a_neighbouring_plane() -> None:
+    stack = np.zeros((2, 6, 9), bool)
+    stack[0, 2:4, 0:3] = stack[0, 2:4, 6:9] = True  # two blobs in plane 0...
+    stack[1, 2:4, :] = True  # ...joined by one blob in plane 1
+    planes = measure_objects(stack, per_plane=True, objects="auto")
+    assert planes["z"].tolist() == [0, 0, 1] and planes["pixels"].tolist() == [6, 6, 18]
+    assert measure_objects(stack, objects="auto")["voxels"].tolist() == [30]  # in 3-D: one object
+
+
 def test_time_axis_is_never_spatial() -> None:
     stack = _stack_with_reused_labels()
     t = measure_objects(stack, axes="TYX")

@@ -103,6 +103,17 @@ def test_hungarian_matching_beats_greedy() -> None:
     assert math.isnan(fp["hd95_px"]) and fp["assd_px"] == math.inf and fp["nsd"] == 0.0
 
 
+def test_binary_prediction_against_instance_reference() -> None:
+    ref = np.zeros((6, 12), np.uint16)
+    ref[1:5, 1:4] = 3
+    ref[1:5, 4:7] = 4
+    ref[1:5, 7:10] = 5  # touching instances
+    pred = ref > 0  # one connected blob: IoU 1/3 with each instance
+    r = compare_masks(pred, ref)
+    assert r.overall["reference_objects"] == 3 and r.overall["predicted_objects"] == 1
+    assert r.overall["matched_objects"] == 0 and r.overall["dice"] == 1.0
+
+
 def test_binary_masks_are_split_into_connected_objects() -> None:
     ref = np.zeros((12, 12), bool)
     pred = np.zeros_like(ref)
@@ -142,6 +153,13 @@ def test_time_axis_frames_are_compared_separately() -> None:
     assert r.overall["hd95_px"] <= one["hd95"] and r.overall["assd_px"] < one["assd"]
     assert [row["t"] for row in r.per_slice] == [0, 1] and r.worst_slice == (0,)
     assert {o["t"] for o in r.per_object} == {0, 1}
+
+    # Binary time points: the two blobs of frame 0 stay two objects although frame 1 joins them.
+    ref = np.zeros((2, 6, 9), bool)
+    ref[0, 2:4, 0:3] = ref[0, 2:4, 6:9] = True
+    ref[1, 2:4, :] = True
+    r = compare_masks(ref, ref, axes="TYX")
+    assert [(o["t"], o["status"]) for o in r.per_object] == [(0, "matched"), (0, "matched"), (1, "matched")]
 
 
 def test_empty_masks_and_bad_input() -> None:

@@ -9,9 +9,12 @@
 - **Unit tag** in column names: ``"px"`` without spacing, else the given unit (``"mm"``,
   ``"um"`` for µm); ``"units"`` when a spacing is given without naming its unit.
 - **Objects**: ``"labels"`` takes each label value as one object (instance labels, or one object
-  per class); ``"components"`` splits each label value into its connected pieces (full
-  connectivity; a binary mask becomes one object per connected blob); ``"auto"`` picks
-  ``"components"`` for boolean masks and masks with a single foreground value, else ``"labels"``.
+  per class); ``"components"`` splits each label value into its connected pieces (a binary mask
+  becomes one object per connected blob); ``"auto"`` picks ``"components"`` for boolean masks and
+  masks with a single foreground value, else ``"labels"``. Pieces are face-connected (4-connected
+  in 2-D, 6-connected in 3-D) and numbered in raster order, as the post-processing of ``madgnet
+  predict --instances`` (``scipy.ndimage.label``) numbers objects. Components are found per frame
+  (time point, or plane when planes are measured separately).
 """
 
 from __future__ import annotations
@@ -96,7 +99,8 @@ def instance_labels(labels: np.ndarray, objects: ObjectsMode = "auto") -> np.nda
     if objects == "components":
         from skimage.measure import label
 
-        return label(lab.astype(np.uint8) if lab.dtype == bool else lab, background=0)
+        # connectivity=1: face neighbours, as scipy.ndimage.label in the post-processing.
+        return label(lab.astype(np.uint8) if lab.dtype == bool else lab, background=0, connectivity=1)
     return lab.astype(np.int64, copy=False) if lab.dtype == bool else lab
 
 

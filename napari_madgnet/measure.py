@@ -185,11 +185,15 @@ def measure_to_csv(
     unit: str | None = None,
     axes: str | None = None,
     per_plane: bool = False,
-    objects: ObjectsMode = "labels",
+    objects: ObjectsMode = "auto",
     overwrite: bool = False,
 ) -> Path:
     """``measure_objects`` written to ``path`` as CSV (atomic; an existing file is kept unless
-    ``overwrite``; ``FileExistsError`` then). Returns the path. For ``madgnet predict --measure``."""
+    ``overwrite``; ``FileExistsError`` then). Returns the path. For ``madgnet predict --measure``.
+
+    ``objects`` defaults to ``"auto"`` here: a binary mask is measured per connected object,
+    numbered as ``madgnet predict --instances`` would number it; instance labels as they are.
+    """
     table = measure_objects(
         labels, image, spacing=spacing, axes=axes, unit=unit, per_plane=per_plane, objects=objects
     )

@@ -99,6 +99,20 @@ def test_components_of_planes_are_not_joined_through_a_neighbouring_plane() -> N
     assert measure_objects(stack, objects="auto")["voxels"].tolist() == [30]  # in 3-D: one object
 
 
+def test_components_are_numbered_as_the_post_processing_numbers_instances(tmp_path) -> None:
+    from scipy import ndimage
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[0:2, 0:2] = mask[2:4, 2:4] = 1  # touching only at a corner: two objects
+    mask[5:8, 0:3] = 1
+    numbered, n = ndimage.label(mask)  # what `madgnet predict --instances` does
+    path = measure_to_csv(mask, None, tmp_path / "m.csv")  # objects="auto" for a binary mask
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert n == 3 and [int(r["pixels"]) for r in rows] == [np.count_nonzero(numbered == k) for k in (1, 2, 3)]
+    assert measure_objects(mask)["label"].tolist() == [1]  # measure_objects: label values as they are
+
+
 def test_time_axis_is_never_spatial() -> None:
     stack = _stack_with_reused_labels()
     t = measure_objects(stack, axes="TYX")

@@ -28,19 +28,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "masks and label values of instance masks. Distances are in the unit of --spacing (pixels "
         "without it). Masks saved as RGB images use their first channel.",
     )
-    p.add_argument("a", type=Path, help="mask to check (e.g. a prediction)")
-    p.add_argument("b", type=Path, help="reference mask (e.g. the annotation)")
-    p.add_argument("-o", "--out", type=Path, default=None, help="folder for the CSVs and error_map.tif")
+    p.add_argument("a", metavar="A", type=Path, help="mask to check (e.g. a prediction)")
+    p.add_argument("b", metavar="B", type=Path, help="reference mask (e.g. the annotation)")
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the CSVs and error_map.tif (default: print only)",
+    )
     p.add_argument(
         "--spacing",
         type=float,
         nargs="+",
         default=None,
         metavar="S",
-        help="pixel size per axis, e.g. --spacing 2.5 0.7 0.7 for Z Y X (one value: isotropic)",
+        help="pixel size per axis, e.g. --spacing 2.5 0.7 0.7 for Z Y X, one value if isotropic "
+        "(default: 1, distances in pixels)",
     )
     p.add_argument(
-        "--unit", default=None, help="unit of --spacing for the report (default mm with --spacing)"
+        "--unit", default=None, help="unit of --spacing for the report (default: mm with --spacing, else px)"
     )
     p.add_argument(
         "--tolerance",
@@ -50,16 +57,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="NSD tolerance in the spacing's unit (default: the largest spacing, i.e. one voxel)",
     )
     p.add_argument(
-        "--axes", default=None, help="axes of the masks, e.g. ZYX, TYX, TZYX (default by dimension)"
+        "--axes",
+        default=None,
+        help="axes of the masks, e.g. ZYX, TYX, TZYX (default: YX, ZYX, TZYX by dimension)",
     )
     p.add_argument(
-        "--match-iou", type=float, default=0.5, help="minimum IoU of matched objects (default 0.5)"
+        "--match-iou", type=float, default=0.5, help="minimum IoU of matched objects (default: 0.5)"
     )
     p.add_argument(
         "--objects",
         choices=("auto", "labels", "components"),
         default="auto",
-        help="objects are connected components (binary masks; 'auto') or label values",
+        help="objects are connected components or label values (default: auto, components of binary "
+        "masks and label values of instance masks)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
     p.set_defaults(func=run)

@@ -35,6 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
+        metavar="OUT_DIR",
         help="folder for the CSVs and error_map.tif (default: print only)",
     )
     p.add_argument(

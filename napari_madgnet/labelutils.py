@@ -85,7 +85,10 @@ def objects_mode(labels: np.ndarray, objects: ObjectsMode = "auto") -> Literal["
     if objects != "auto":
         return objects
     lab = check_labels(labels)
-    return "components" if lab.dtype == bool or lab.max(initial=0) <= 1 else "labels"
+    if lab.dtype == bool:
+        return "components"
+    foreground = lab[lab > 0]  # one foreground value (1, or 255 in an 8-bit mask file): binary
+    return "components" if foreground.size == 0 or foreground.min() == foreground.max() else "labels"
 
 
 def instance_labels(labels: np.ndarray, objects: ObjectsMode = "auto") -> np.ndarray:

@@ -114,12 +114,13 @@ def test_binary_prediction_against_instance_reference() -> None:
     assert r.overall["matched_objects"] == 0 and r.overall["dice"] == 1.0
 
 
-def test_binary_masks_are_split_into_connected_objects() -> None:
-    ref = np.zeros((12, 12), bool)
+@pytest.mark.parametrize("value", [True, 255])
+def test_binary_masks_are_split_into_connected_objects(value) -> None:
+    ref = np.zeros((12, 12), np.uint8 if value == 255 else bool)
     pred = np.zeros_like(ref)
-    ref[1:4, 1:4] = ref[7:10, 7:10] = True
-    pred[1:4, 1:4] = True
-    pred[0, 11] = True
+    ref[1:4, 1:4] = ref[7:10, 7:10] = value
+    pred[1:4, 1:4] = value
+    pred[0, 11] = value
     r = compare_masks(pred, ref)
     assert [o["status"] for o in r.per_object] == ["matched", "missed", "false positive"]
     matched = r.per_object[0]

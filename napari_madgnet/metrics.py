@@ -15,6 +15,10 @@ Two families live side by side because they answer different questions:
 
 This is an independent implementation written from the published descriptions; it was checked
 against values computed by the released code (tests/fixtures/official/metrics_reference.json).
+
+Spacing-aware surface metrics for clinical evaluation, ``hd95``, ``assd`` and ``nsd`` (and
+``surface_metrics`` for all three at once), for masks of any dimension, are re-exported here from
+``napari_madgnet.surface_metrics``, which documents their definitions and empty-mask values.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 from scipy import ndimage
+
+# The spacing-aware surface metrics live in their own module; metrics.hd95 etc. are the public names.
+from napari_madgnet.surface_metrics import assd as assd
+from napari_madgnet.surface_metrics import hd95 as hd95
+from napari_madgnet.surface_metrics import nsd as nsd
+from napari_madgnet.surface_metrics import surface_metrics as surface_metrics
 
 PAPER_METRICS: tuple[str, ...] = ("DSC", "IoU", "WeightedF-Measure", "S-Measure", "E-Measure", "MAE")
 STANDARD_METRICS: tuple[str, ...] = (

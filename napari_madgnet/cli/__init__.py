@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from napari_madgnet import __version__
 
 #: Sub-command modules, in the order ``madgnet --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("predict", "models", "train", "finetune", "evaluate", "export")
+COMMAND_MODULES: tuple[str, ...] = (
+    "predict",
+    "models",
+    "train",
+    "finetune",
+    "evaluate",
+    "compare",
+    "export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

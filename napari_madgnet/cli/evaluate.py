@@ -16,7 +16,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="score a model on image/mask pairs",
         description="Evaluate a model on DIR/images + DIR/masks (matched by name): the release's six "
         "metrics (paper_*) and the standard ones per image, their means, a Dice histogram, overlays "
-        "of the worst and best cases and, with --train-log, the loss curves.",
+        "of the worst and best cases and, with --train-log, the loss curves. The surface metrics "
+        "HD95, ASSD (in the unit of --spacing, or pixels: columns hd95_px, assd_px) and NSD are "
+        "reported per image; their means skip the images where they are undefined (an empty "
+        "prediction or mask) and count them. Objects matched by IoU go to per_object.csv.",
     )
     p.add_argument("--model", required=True, help="registered model name or checkpoint file")
     p.add_argument("--data", required=True, type=Path, help="folder with images/ and masks/")
@@ -34,6 +37,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     p.set_defaults(func=run)
+    # Surface metrics (HD95, ASSD, NSD) and their units.
+    p.add_argument(
+        "--spacing",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="pixel size (Y X, or one value) of the images for HD95/ASSD/NSD (default: pixels)",
+    )
+    p.add_argument("--unit", default=None, help="unit of --spacing (default: mm)")
+    p.add_argument(
+        "--nsd-tolerance",
+        type=float,
+        default=None,
+        metavar="MM",
+        help="NSD tolerance in the unit of --spacing, or pixels (default: one pixel)",
+    )
 
 
 @user_errors
@@ -50,7 +70,15 @@ def run(args: argparse.Namespace) -> int:
     callback, close = tqdm_callback("evaluating")
     try:
         summary = evaluate_folder(
-            model, args.data, args.out, device=args.device, train_log=args.train_log, callback=callback
+            model,
+            args.data,
+            args.out,
+            device=args.device,
+            train_log=args.train_log,
+            callback=callback,
+            spacing=args.spacing,
+            unit=args.unit,
+            nsd_tolerance=args.nsd_tolerance,
         )
     finally:
         close()

@@ -15,9 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from napari_madgnet.errors import UserError
 from napari_madgnet.io import atomic_path, read_image
 from napari_madgnet.jobs import CancelToken, Progress, check_cancelled
+from napari_madgnet.labelutils import unit_tag
 from napari_madgnet.metrics import mean_metrics, paper_metrics, standard_metrics
+from napari_madgnet.surface_metrics import SpacingLike, as_spacing
+from napari_madgnet.tables import write_csv
 
 
 def predict(model: Any, image: np.ndarray, device: str = "auto") -> np.ndarray:
@@ -51,15 +55,37 @@ def evaluate_folder(
     train_log: str | os.PathLike[str] | None = None,
     cancel: CancelToken | None = None,
     callback: Callable[[Progress], None] | None = None,
+    spacing: SpacingLike = None,
+    unit: str | None = None,
+    nsd_tolerance: float | None = None,
 ) -> dict[str, Any]:
-    """Score every pair, write ``per_image.csv``, ``summary.json`` and PNG figures into ``out``."""
-    from napari_madgnet.inference import fast_model
+    """Score every pair, write ``per_image.csv``, ``summary.json`` and PNG figures into ``out``.
 
+    Beside the release's and the standard metrics, each image gets the surface metrics
+    ``hd95_<u>``, ``assd_<u>`` and ``nsd`` of the mask ``probability >= 0.5`` against
+    ``mask > 0`` (``napari_madgnet.surface_metrics``), and its objects are matched to the mask's
+    (``napari_madgnet.qc.compare_masks``: IoU >= 0.5, Hungarian) into ``per_object.csv``
+    (column ``image`` first). ``spacing``: the pixel size (Y, X) of every image, with ``unit``
+    naming it (default ``"mm"``); without it distances are in pixels (``<u>`` = ``px``).
+    ``nsd_tolerance``: NSD's tolerance in that unit (default one pixel, i.e. the larger spacing).
+    The summary averages each surface metric over the images where it is finite and counts the
+    others (an empty prediction or mask; see ``surface_metrics``), and totals the objects
+    (matched, missed, false positive).
+    """
+    from napari_madgnet.inference import fast_model
+    from napari_madgnet.qc import compare_masks
+
+    sp = None if spacing is None else as_spacing(spacing, 2)
+    tag = "px" if sp is None else unit_tag(unit or "mm", sp)
+    tolerance = (1.0 if sp is None else float(sp.max())) if nsd_tolerance is None else float(nsd_tolerance)
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise UserError(f"the NSD tolerance must be a number >= 0 (in {tag}), got {nsd_tolerance!r}.")
     pairs = find_pairs(data)
     model = fast_model(model)  # the inference copy once, not once per image
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    object_rows: list[dict[str, Any]] = []
     cases: list[tuple[float, str, np.ndarray, np.ndarray, np.ndarray]] = []
     for i, (img_path, mask_path) in enumerate(pairs):
         check_cancelled(cancel)
@@ -70,7 +96,25 @@ def evaluate_folder(
         prob = predict(model, image, device)
         paper = paper_metrics(prob, gt)
         std = standard_metrics(prob, gt)
-        rows.append({"image": img_path.name, **{f"paper_{k}": v for k, v in paper.items()}, **std})
+        # Instance masks keep their objects; anything else (float masks) counts as > 0 = foreground.
+        reference = gt if gt.dtype.kind in "biu" else gt > 0
+        qc = compare_masks(
+            prob >= 0.5,
+            reference,
+            spacing=sp,
+            unit=None if sp is None else tag,
+            tolerance=tolerance,
+            per_slice=False,
+        )
+        rows.append(
+            {
+                "image": img_path.name,
+                **{f"paper_{k}": v for k, v in paper.items()},
+                **std,
+                **{k: qc.overall[k] for k in (f"hd95_{tag}", f"assd_{tag}", "nsd")},
+            }
+        )
+        object_rows.extend({"image": img_path.name, **o} for o in qc.per_object)
         cases.append((std["dice"], img_path.name, image, gt, prob))
         if callback:
             callback(Progress((i + 1) / len(pairs), f"{img_path.name}: Dice {std['dice']:.3f}"))
@@ -78,17 +122,52 @@ def evaluate_folder(
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    if object_rows:
+        write_csv(object_rows, out_dir / "per_object.csv", overwrite=True)
+    status = [o["status"] for o in object_rows]
+    surface_keys = (f"hd95_{tag}", f"assd_{tag}", "nsd")
+    means = _means([{k: v for k, v in r.items() if k not in surface_keys} for r in rows])
     summary = {
         "data": str(data),
         "images": len(rows),
-        "paper_metrics": {k[6:]: v for k, v in _means(rows).items() if k.startswith("paper_")},
-        "standard_metrics": {k: v for k, v in _means(rows).items() if not k.startswith("paper_")},
+        "paper_metrics": {k[6:]: v for k, v in means.items() if k.startswith("paper_")},
+        "standard_metrics": {k: v for k, v in means.items() if not k.startswith("paper_")},
+        "surface_metrics": _surface_summary(rows, surface_keys, tag, tolerance, sp),
+        "objects": {
+            "match_iou": 0.5,
+            "reference": sum(s != "false positive" for s in status),
+            "predicted": sum(s != "missed" for s in status),
+            "matched": status.count("matched"),
+            "missed": status.count("missed"),
+            "false_positive": status.count("false positive"),
+        },
         "model": (getattr(model, "checkpoint_info", None) or {}).get("source"),
     }
     with atomic_path(out_dir / "summary.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     write_figures(out_dir, cases, train_log)
     return summary
+
+
+def _surface_summary(
+    rows: list[dict[str, Any]], keys: tuple[str, ...], unit: str, tolerance: float, spacing: Any
+) -> dict[str, Any]:
+    """Mean of each surface metric over the images where it is finite, and how many it is not.
+
+    A plain mean would be nan or inf as soon as one image has an empty prediction or mask; a mean
+    that silently skipped them would hide missed structures, hence the count beside it.
+    """
+    out: dict[str, Any] = {
+        "unit": unit,
+        "spacing": None if spacing is None else [float(s) for s in spacing],
+        "nsd_tolerance": tolerance,
+    }
+    for key in keys:
+        values = np.asarray([r[key] for r in rows], dtype=np.float64)
+        finite = np.isfinite(values)
+        out[key] = float(values[finite].mean()) if finite.any() else None
+        out[f"{key}_undefined_images"] = int((~finite).sum())
+    return out
 
 
 def _means(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -17,10 +17,7 @@ import pytest
 from napari_madgnet.errors import UserError
 from napari_madgnet.surface_metrics import surface_metrics
 
-try:  # evaluate.py moves from training/ to inference/; this test follows it
-    from napari_madgnet.inference import evaluate as ev
-except ImportError:
-    from napari_madgnet.training import evaluate as ev
+from napari_madgnet.inference import evaluate as ev
 
 
 def _data(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from napari_madgnet.cli._common import user_errors
+from napari_madgnet.errors import ConfigError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,14 +50,14 @@ def run(args: argparse.Namespace) -> int:
         from napari_madgnet.export.bioimageio import Citation
 
         if (args.data_doi or args.data_url) and not args.data_citation:
-            raise ValueError("--data-doi/--data-url need --data-citation TEXT")
+            raise ConfigError("--data-doi/--data-url need --data-citation TEXT")
         if args.data_citation:
             if not (args.data_doi or args.data_url):
-                raise ValueError("--data-citation needs --data-doi DOI or --data-url URL")
+                raise ConfigError("--data-citation needs --data-doi DOI or --data-url URL")
             options["training_data"] = [Citation(args.data_citation, doi=args.data_doi, url=args.data_url)]
         options.update(name=args.name, authors=args.author, license=args.license, test_size=args.test_size)
     elif any(v for v in (args.name, args.author, args.data_citation, args.data_doi, args.data_url)):
-        raise ValueError("--name, --author and --data-* apply to --format bioimageio only")
+        raise ConfigError("--name, --author and --data-* apply to --format bioimageio only")
     result = export_model(args.model, args.format, args.out, overwrite=args.overwrite, **options)
     print(result.summary())
     return 0

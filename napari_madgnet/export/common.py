@@ -81,7 +81,7 @@ def load_for_export(model_ref: Any) -> MADGNet:
     else:
         from napari_madgnet.registry import load_registered_model
 
-        model = load_registered_model(os.fspath(model_ref), device="cpu", cache=False)
+        model = load_registered_model(os.fspath(model_ref), device="cpu")
     if not isinstance(model, MADGNet):
         raise ExportError(f"only MADGNet models can be exported, got {type(model).__name__}")
     if getattr(model, "bn_folded", False):

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from napari_madgnet.errors import UserError
-from napari_madgnet.surface_metrics import surface_metrics
-
 from napari_madgnet.inference import evaluate as ev
+from napari_madgnet.surface_metrics import surface_metrics
 
 
 def _data(tmp_path):

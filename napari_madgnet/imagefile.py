@@ -281,3 +281,22 @@ def geometry_matches(a: dict[str, Any], b: dict[str, Any], tol: float = GEOMETRY
     mb = affine_matrix(b["spacing"], b["origin"], b["direction"])
     scale = max(1.0, float(np.abs(ma).max()), float(np.abs(mb).max()))
     return bool(np.allclose(ma, mb, rtol=0, atol=tol * scale))
+
+
+def planes_last(axes: str) -> tuple[tuple[int, ...], str]:
+    """The transpose that puts Y and X last among the non-channel axes, and the axes after it.
+
+    The engine segments Y-X planes and wants Y, X last (a C axis may follow or precede them).
+    Naming a volume's axes differently (``--axes YZX`` for an array stored (Z, Y, X)) chooses
+    other planes: the array is transposed so the new Y and X come last, and the labels are
+    transposed back with ``np.argsort`` of the perm without C. Returns (perm, axes after the
+    transpose); the identity when Y and X are already last.
+    """
+    axes = axes.upper()
+    if not {"Y", "X"} <= set(axes):
+        raise UserError(f"Axes {axes!r} must include Y and X.")
+    core = [a for a in axes if a != "C"]
+    if core[-2:] == ["Y", "X"]:
+        return tuple(range(len(axes))), axes
+    order = [a for a in axes if a not in "YXC"] + (["C"] if "C" in axes else []) + ["Y", "X"]
+    return tuple(axes.index(a) for a in order), "".join(order)

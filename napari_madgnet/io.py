@@ -304,3 +304,24 @@ def write_like(
     from napari_madgnet.medical import write_like as _write_like
 
     return _write_like(path, array, reference, kind=kind, overwrite=overwrite)
+
+
+def write_output(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    reference: ImageFile,
+    *,
+    kind: str = "mask",
+    overwrite: bool = False,
+) -> Path:
+    """Write a mask or probability map in the format its suffix names, with geometry where it can.
+
+    .nii/.nii.gz/.nrrd/.mha: ``write_like`` with ``reference``'s geometry (which must have axes;
+    one without geometry gives unit spacing); .tif/.png/.npy: ``write_image`` (no geometry).
+    """
+    from napari_madgnet.medical import write_suffix
+
+    target = Path(path)
+    if write_suffix(target) is None:
+        return write_image(target, array, overwrite=overwrite)
+    return write_like(target, array, reference, kind=kind, overwrite=overwrite)

@@ -132,14 +132,14 @@ def format_of(path: Path) -> str | None:
     return None
 
 
-def mask_suffix(image: ImageFile) -> str | None:
-    """The suffix a mask of ``image`` is written with (same family; NIfTI for DICOM), or None.
+def mask_suffix(fmt: str | None, source: Path | None = None) -> str | None:
+    """The suffix of a mask of an image of format ``fmt`` (same family; NIfTI for DICOM), or None.
 
-    An uncompressed .nii input gets an uncompressed .nii mask; every other NIfTI gets .nii.gz.
+    An uncompressed .nii ``source`` gets an uncompressed .nii mask; other NIfTI get .nii.gz.
     """
-    if image.format == "nifti" and image.source is not None and image.source.name.lower().endswith(".nii"):
+    if fmt == "nifti" and source is not None and source.name.lower().endswith(".nii"):
         return ".nii"
-    return MASK_SUFFIX_FOR_FORMAT.get(image.format or "")
+    return MASK_SUFFIX_FOR_FORMAT.get(fmt or "")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def ct_series(
         ds.SliceLocation = f"{float(pos @ normal):.6f}"
         pixels = np.roll(ds.pixel_array, i, axis=0)
         ds.PixelData = pixels.astype(ds.pixel_array.dtype).tobytes()
-        name = f"IM{order[i]:04d}" + (".dcm" if extensions else "")
+        name = f"S{number}IM{order[i]:04d}" + (".dcm" if extensions else "")
         ds.save_as(folder / name)
         files.append(folder / name)
     hu = np.stack([np.roll(hu0, i, axis=0) for i in range(n)])
@@ -110,10 +110,16 @@ def ct_series(
 
 
 def nifti_volume(
-    path: Path, *, rot: np.ndarray | None = None, spacing_xyz=SPACING_XYZ, origin_ras=ORIGIN_RAS
+    path: Path,
+    *,
+    rot: np.ndarray | None = None,
+    spacing_xyz=SPACING_XYZ,
+    origin_ras=ORIGIN_RAS,
+    slices: int | None = None,
 ) -> dict:
     """nibabel's real anatomical MRI written by nibabel with a known geometry.
 
+    ``slices``: keep only the first slices (along the file's third axis, our Z) for short runs.
     Returns {"path", "data_zyx" (the voxels in ZYX order), "spacing_zyx", "origin_zyx" and
     "direction_zyx" (LPS, as SimpleITK and napari-madgnet report them)}.
     """
@@ -122,6 +128,8 @@ def nifti_volume(
 
     src = nib.load(str(Path(data_path) / "anatomical.nii"))
     data_xyz = np.asarray(src.dataobj)
+    if slices is not None:
+        data_xyz = data_xyz[:, :, :slices]
     r = rotation() if rot is None else np.asarray(rot, dtype=float)
     affine = np.eye(4)
     affine[:3, :3] = r @ np.diag(spacing_xyz)

@@ -209,6 +209,9 @@ def test_folder_with_two_series_lists_them_and_series_picks_one(tmp_path: Path) 
     assert "thick" in message and "thin" in message and "--series" in message
     picked = read_image_file(tmp_path / "mixed", series=b["uid"])
     assert picked.shape[0] == 3 and picked.spacing[0] == pytest.approx(1.0)
+    other = read_image_file(tmp_path / "mixed", series=a["uid"])
+    assert other.shape[0] == 4 and other.spacing[0] == pytest.approx(2.5)
+    np.testing.assert_array_equal(other.data, a["hu"])
     with pytest.raises(ImageReadError, match=r"no DICOM series '1\.2\.3'"):
         read_image_file(tmp_path / "mixed", series="1.2.3")
     # the folder is one input for find_images; the choice is made when it is read

@@ -167,3 +167,14 @@ def test_segment_video_writes_masks_and_an_overlay_that_plays(tmp_path: Path, vi
     assert model.calls >= T  # every frame went through the network
     with pytest.raises(FileExistsError):
         segment_video(video, model, mask_path=tmp_path / "scope_mask.tif")
+
+
+def test_video_benchmark_case_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """benchmarks/bench_video.py still runs (tiny video, 32 px network input)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import bench_video
+
+    video = bench_video.make_video(tmp_path / "v.mp4", 3, width=64, height=48)
+    result = bench_video.run_case("stream-3", video, tmp_path, 1, input_size=32)
+    assert result["frames"] == 3 and result["overlay_frames_reread"] == 3
+    assert result["peak_rss_mb"] > 0 and result["frame_size"] == "64x48"

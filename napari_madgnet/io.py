@@ -85,6 +85,7 @@ def read_image_file(
     SeriesInstanceUID in a folder holding several). NIfTI/NRRD/MetaImage/DICOM come with spacing
     (mm), origin and direction in ZYX order and axes "ZYX" (see ``imagefile``); videos with lazy
     frames and axes "TYXC"; plain images with ``axes=None`` (the caller guesses) and no geometry.
+    ``lazy``: zarr stores, .npy files and videos are read on demand; medical volumes are read whole.
     Raises ``ImageReadError`` (unreadable, unsupported, ambiguous DICOM folder) or
     ``imagefile.MissingExtraError`` naming the extra to install.
     """

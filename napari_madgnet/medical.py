@@ -117,7 +117,14 @@ def _maybe_dicom_name(path: Path) -> bool:
 
 
 def is_dicom_folder(path: Path) -> bool:
-    return path.is_dir() and path.suffix.lower() != ".zarr" and bool(dicom_files(path))
+    """A folder (not a zarr store) with at least one DICOM file directly in it; stops at the first."""
+    if not path.is_dir() or path.suffix.lower() == ".zarr":
+        return False
+    try:
+        entries = path.iterdir()
+        return any(p.is_file() and _maybe_dicom_name(p) and is_dicom_file(p) for p in entries)
+    except OSError:
+        return False
 
 
 def format_of(path: Path) -> str | None:

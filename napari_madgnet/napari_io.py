@@ -78,7 +78,7 @@ def layer_data(image: ImageFile, *, name: str | None = None) -> LayerData:
     if "affine" in kwargs:
         kwargs["affine"] = np.asarray(kwargs["affine"]).tolist()
     kwargs["metadata"] = {GEOMETRY_KEY: image.geometry()}
-    if image.unit and not rgb:
+    if image.unit and not rgb and _layers_take_units():  # napari's scale bar then shows mm
         kwargs["units"] = [image.unit if a in "ZYX" else "pixel" for a in layer_axes]
     if "C" in layer_axes:  # multi-component but not RGB: one layer per component
         kwargs["channel_axis"] = layer_axes.index("C")
@@ -90,6 +90,17 @@ def layer_data(image: ImageFile, *, name: str | None = None) -> LayerData:
     if window is not None and not rgb:
         kwargs["contrast_limits"] = list(window)
     return data, kwargs, "image"
+
+
+def _layers_take_units() -> bool:
+    """Layer ``units`` exist in newer napari only (the plugin supports napari >= 0.5)."""
+    import inspect
+
+    try:
+        from napari.layers import Image
+    except ImportError:
+        return False
+    return "units" in inspect.signature(Image.__init__).parameters
 
 
 def _window(image: ImageFile) -> tuple[float, float] | None:

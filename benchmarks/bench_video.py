@@ -1,7 +1,7 @@
 """Video segmentation memory: peak resident memory while a 640 x 480 video is segmented.
 
 A synthetic endoscopy-like video (moving bright discs over a textured background, H.264) is
-segmented by a small random MADGNet (ResNet-50 encoder) through ``video.segment_video``: frames
+segmented by a small random MADGNet (ResNet-50 encoder) through ``inference.video.segment_video``: frames
 decoded one at a time (``VideoFrames``), the network's outputs in a temporary zarr store, the
 per-frame masks streamed into a multi-page TIFF and the overlay into an MP4. The network runs
 with ``geometry="resize"`` at ``input_size=64`` (a 64 x 64 forward per frame) so that 300 frames
@@ -81,8 +81,9 @@ def run_case(case: str, video: Path, out: Path, threads: int, input_size: int = 
     import torch
 
     from napari_madgnet.inference import InferenceConfig, fast_model, segment
+    from napari_madgnet.inference.video import segment_video
     from napari_madgnet.model import MADGNet
-    from napari_madgnet.video import VideoFrames, segment_video, write_mask_pages, write_overlay_video
+    from napari_madgnet.video import VideoFrames, write_mask_pages, write_overlay_video
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -43,6 +43,13 @@ GEOMETRY_KEY = "madgnet_geometry"
 GEOMETRY_TOLERANCE = 1e-6
 
 
+class ImageReadError(UserError):
+    """A file could not be read as an image; the message names the file and what to do.
+
+    Re-exported as ``napari_madgnet.io.ImageReadError`` (where callers usually import it from).
+    """
+
+
 class MissingExtraError(UserError):
     """An optional dependency is not installed; the message names the extra that brings it."""
 

@@ -13,17 +13,15 @@ NRRD, MetaImage) need the ``medical`` extra and keep their spacing, origin and d
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_madgnet.errors import UserError
-from napari_madgnet.imagefile import ImageFile
+from napari_madgnet.atomic import atomic_path
+from napari_madgnet.imagefile import ImageFile, ImageReadError
 from napari_madgnet.medical import MEDICAL_SUFFIXES, format_of, is_dicom_file, medical_suffix
 from napari_madgnet.video import VIDEO_SUFFIXES, is_video_path
 
@@ -33,10 +31,6 @@ PLAIN_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".b
 IMAGE_SUFFIXES: tuple[str, ...] = PLAIN_SUFFIXES + tuple(MEDICAL_SUFFIXES) + VIDEO_SUFFIXES
 MASK_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy")
 _PLAIN_FORMAT = {".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
-
-
-class ImageReadError(UserError):
-    """A file could not be read as an image; the message names the file and what to do."""
 
 
 def full_suffix(path: str | os.PathLike[str]) -> str:
@@ -210,55 +204,6 @@ def _images_in(folder: Path, recursive: bool) -> list[Path]:
         if has_dicom:
             out.append(here)
     return sorted(out)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
-
-    If the body raises, the temporary file is removed and ``path`` is left as it was. The rename
-    is atomic on POSIX and Windows, so readers never see a half-written file.
-    """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the whole format suffix (".nii.gz", not ".gz"): writers such as
-    # SimpleITK and FFmpeg choose the format from it.
-    suffix = target.name[-len(full_suffix(target)) :] if full_suffix(target) else ""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + suffix, dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary shared files
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable where the OS allows a directory fsync (not on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_image(path: str | os.PathLike[str], array: np.ndarray, *, overwrite: bool = False) -> Path:

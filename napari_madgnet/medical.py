@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_madgnet.atomic import atomic_path
 from napari_madgnet.errors import UserError
-from napari_madgnet.imagefile import ImageFile, require, spatial_axes
+from napari_madgnet.imagefile import ImageFile, ImageReadError, require, spatial_axes
 
 #: Format family of each suffix SimpleITK reads here (compound suffixes first).
 MEDICAL_SUFFIXES: dict[str, str] = {
@@ -70,12 +71,6 @@ _EXTRA = "medical"
 def sitk() -> Any:
     """The SimpleITK module, or ``MissingExtraError`` naming the ``medical`` extra."""
     return require("SimpleITK", _EXTRA, "Reading and writing medical images (DICOM, NIfTI, NRRD, MetaImage)")
-
-
-def _read_error() -> type[UserError]:
-    from napari_madgnet.io import ImageReadError
-
-    return ImageReadError
 
 
 def medical_suffix(path: Path) -> str | None:
@@ -166,14 +161,14 @@ def read_medical(path: str | os.PathLike[str], *, series: str | None = None) -> 
     p = Path(path)
     fmt = format_of(p)
     if fmt is None:
-        raise _read_error()(f"{p}: not a NIfTI, NRRD, MetaImage or DICOM file, nor a folder of DICOM files.")
+        raise ImageReadError(f"{p}: not a NIfTI, NRRD, MetaImage or DICOM file, nor a folder of DICOM files.")
     sk = sitk()
     if fmt == "dicom":
         return _read_dicom(p, series)
     try:
         image = sk.ReadImage(str(p))
     except RuntimeError as exc:
-        raise _read_error()(
+        raise ImageReadError(
             f"{p}: cannot be read as {fmt} ({_itk_message(exc)}). Is the file complete and of the type its "
             "extension says?"
         ) from exc
@@ -194,7 +189,7 @@ def list_dicom_series(folder: Path) -> list[dict[str, Any]]:
     try:
         uids = sk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as exc:
-        raise _read_error()(f"{folder}: cannot list its DICOM series ({_itk_message(exc)}).") from exc
+        raise ImageReadError(f"{folder}: cannot list its DICOM series ({_itk_message(exc)}).") from exc
     out = []
     for uid in uids:
         files = [Path(f) for f in sk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)]
@@ -234,7 +229,7 @@ def _describe_series(info: dict[str, Any]) -> str:
 
 
 def _read_dicom(path: Path, series: str | None) -> ImageFile:
-    error = _read_error()
+    error = ImageReadError
     if path.is_dir():
         found = list_dicom_series(path)
         if not found:
@@ -275,7 +270,7 @@ def _read_dicom(path: Path, series: str | None) -> ImageFile:
 
 def _read_series(files: list[Path], source: Path, uid: str | None) -> ImageFile:
     sk = sitk()
-    error = _read_error()
+    error = ImageReadError
     reader = sk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in files])
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -340,7 +335,7 @@ def _from_sitk(image: Any, source: Path, fmt: str) -> ImageFile:
     n_spatial = min(dim, 3)
     axes = {2: "YX", 3: "ZYX", 4: "TZYX"}.get(dim)
     if axes is None:
-        raise _read_error()(f"{source}: a {dim}-D image; only 2-D to 4-D images are supported.")
+        raise ImageReadError(f"{source}: a {dim}-D image; only 2-D to 4-D images are supported.")
     if components > 1:
         axes += "C"
     extra: dict[str, Any] = {}
@@ -417,8 +412,6 @@ def write_like(
     final path and renamed (``io.atomic_path``); an existing file is refused unless ``overwrite``.
     Raises ``UserError`` for a shape or format mismatch, ``FileExistsError``, ``MissingExtraError``.
     """
-    from napari_madgnet.io import atomic_path
-
     sk = sitk()
     target = Path(path)
     suffix = write_suffix(target)

@@ -10,8 +10,7 @@ raise ``imagefile.MissingExtraError`` naming that command.
 - ``write_mask_pages``: per-frame labels as one multi-page TIFF (T, H, W), page by page.
 - ``write_overlay_video``: frames with the labels drawn over them (coloured fill and outline), as
   H.264 MP4 in yuv420p (plays in browsers and every common player).
-- ``segment_video``: the three above around ``inference.segment``, with the network's outputs in
-  a temporary zarr store, so a long video never sits in memory.
+``inference.video.segment_video`` runs these around the segmentation engine.
 """
 
 from __future__ import annotations
@@ -19,16 +18,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from napari_madgnet.atomic import atomic_path
 from napari_madgnet.errors import UserError
-from napari_madgnet.imagefile import ImageFile, require
+from napari_madgnet.imagefile import ImageFile, ImageReadError, require
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
 _EXTRA = "video"
@@ -69,8 +68,6 @@ class VideoFrames:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        from napari_madgnet.io import ImageReadError
-
         self.path = Path(path)
         iio = ffmpeg()
         try:
@@ -207,8 +204,6 @@ class _Decoder:
             raw = next(self.gen, b"")
             self.next = index + 1
         if len(raw) != self.frame_bytes:
-            from napari_madgnet.io import ImageReadError
-
             self.close()
             raise ImageReadError(
                 f"{self.video.path}: frame {index} could not be decoded (the file may be truncated)."
@@ -261,8 +256,6 @@ class VideoWriter:
     def __init__(
         self, path: str | os.PathLike[str], fps: float, *, overwrite: bool = False, quality: int = 7
     ) -> None:
-        from napari_madgnet.io import atomic_path
-
         self.path = Path(path)
         self.fps = float(fps)
         self.quality = quality
@@ -338,8 +331,6 @@ def write_mask_pages(
     """Per-frame labels as one zlib-compressed multi-page TIFF of ``shape`` (T, H, W), streamed."""
     import tifffile
 
-    from napari_madgnet.io import atomic_path
-
     dtype = np.dtype(dtype)
     with atomic_path(path, overwrite=overwrite) as tmp:
         tifffile.imwrite(
@@ -352,71 +343,3 @@ def write_mask_pages(
             metadata={"axes": "TYX"},
         )
     return Path(path)
-
-
-def segment_video(
-    video: str | os.PathLike[str] | VideoFrames,
-    model: Any,
-    config: Any = None,
-    *,
-    mask_path: str | os.PathLike[str] | None = None,
-    overlay_path: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
-    progress: Callable[[Any], None] | None = None,
-    cancel: Any = None,
-    work_dir: str | os.PathLike[str] | None = None,
-) -> dict[str, Any]:
-    """Segment every frame of a video and write per-frame masks and/or an overlay video.
-
-    ``config``: an ``InferenceConfig`` (its ``axes`` is set to "TYXC"). ``mask_path``: a .tif/.tiff
-    (multi-page, T pages) or a .zarr store (kept as the engine writes it: probabilities and
-    mask). ``overlay_path``: an .mp4 of the frames with the masks drawn over them, at the video's
-    frame rate. The network's outputs go to a temporary zarr store in ``work_dir`` (default: the
-    mask's or overlay's folder), so memory holds a few frames whatever the video's length.
-    Returns {"outputs": [paths], "provenance": ..., "frames": T}. Raises FileExistsError for
-    existing outputs unless ``overwrite``; writes nothing when cancelled or failing.
-    """
-    import dataclasses
-    import shutil
-
-    from napari_madgnet.inference import InferenceConfig, segment
-
-    frames = video if isinstance(video, VideoFrames) else VideoFrames(video)
-    config = dataclasses.replace(config or InferenceConfig(), axes="TYXC", channel=None)
-    outputs = [Path(p) for p in (mask_path, overlay_path) if p is not None]
-    if not outputs:
-        raise UserError("segment_video needs mask_path, overlay_path or both.")
-    for p in outputs:
-        if p.exists() and not overwrite:
-            raise FileExistsError(f"{p} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    keep_zarr = mask_path is not None and Path(mask_path).suffix.lower() == ".zarr"
-    folder = Path(work_dir) if work_dir is not None else outputs[0].parent
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    tmpdir = tempfile.mkdtemp(prefix=".madgnet-video-", dir=folder)
-    try:
-        store = Path(mask_path) if keep_zarr else Path(tmpdir) / "result.zarr"
-        config = dataclasses.replace(config, output_zarr=str(store))
-        result = segment(frames, model, config, progress=progress, cancel=cancel, overwrite=overwrite)
-        if keep_zarr:
-            written.append(store)
-        mask = result.mask
-        n = int(mask.shape[0])
-
-        def pages() -> Iterator[np.ndarray]:
-            for t in range(n):
-                yield np.asarray(mask[t])
-
-        if mask_path is not None and not keep_zarr:
-            write_mask_pages(mask_path, pages(), tuple(mask.shape), mask.dtype, overwrite=overwrite)
-            written.append(Path(mask_path))
-        if overlay_path is not None:
-            write_overlay_video(overlay_path, frames.iter_frames(), pages(), frames.fps, overwrite=overwrite)
-            written.append(Path(overlay_path))
-    except BaseException:
-        for p in written:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        raise
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-    return {"outputs": [str(p) for p in written], "provenance": result.provenance, "frames": n}

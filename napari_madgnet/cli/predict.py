@@ -219,7 +219,7 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None) 
                 bar.write(f"warning: {progress.message}")
 
     if image.format == "video":  # frames streamed in, masks and overlay streamed out
-        from napari_madgnet.video import segment_video
+        from napari_madgnet.inference.video import segment_video
 
         done = segment_video(
             image.data, model, config, mask_path=paths["mask"], overlay_path=paths["overlay"],

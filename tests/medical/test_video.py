@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from napari_madgnet.imagefile import MissingExtraError
+from napari_madgnet.inference.video import segment_video
 from napari_madgnet.io import ImageReadError, find_images, read_image, read_image_file
 from napari_madgnet.video import (
     PALETTE,
     VideoFrames,
     VideoWriter,
     overlay,
-    segment_video,
     write_mask_pages,
     write_overlay_video,
 )

@@ -3,47 +3,121 @@
 One place for file formats so that ``madgnet predict``, training from folders and evaluation agree
 on what an image is. Writes are atomic (temporary file, then rename) and never replace an existing
 file unless asked, so a crash or a typo cannot destroy a user's data.
+
+``read_image_file`` returns an ``imagefile.ImageFile`` (pixels, axes, geometry, format) for every
+format; ``read_image`` returns only the pixels. Medical volumes (DICOM files and folders, NIfTI,
+NRRD, MetaImage) need the ``medical`` extra and keep their spacing, origin and direction
+(``napari_madgnet.medical``); videos need the ``video`` extra and are read frame by frame
+(``napari_madgnet.video``). ``write_like`` writes a mask with the geometry of its image.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_madgnet.errors import UserError
+from napari_madgnet.atomic import atomic_path
+from napari_madgnet.imagefile import ImageFile, ImageReadError
+from napari_madgnet.medical import MEDICAL_SUFFIXES, format_of, is_dicom_file, medical_suffix
+from napari_madgnet.video import VIDEO_SUFFIXES, is_video_path
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".zarr")
+#: Plain image formats, read with tifffile, imageio, numpy and zarr (no extra needed).
+PLAIN_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".npy", ".zarr")
+#: Everything ``read_image`` reads: plain images, medical volumes ([medical]) and videos ([video]).
+IMAGE_SUFFIXES: tuple[str, ...] = PLAIN_SUFFIXES + tuple(MEDICAL_SUFFIXES) + VIDEO_SUFFIXES
 MASK_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy")
+_PLAIN_FORMAT = {".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
-class ImageReadError(UserError):
-    """A file could not be read as an image; the message names the file and what to do."""
+def full_suffix(path: str | os.PathLike[str]) -> str:
+    """The lower-case suffix that names the format, compound ones included: "scan.nii.gz" -> ".nii.gz"."""
+    p = Path(path)
+    return medical_suffix(p) or p.suffix.lower()
+
+
+def image_stem(path: str | os.PathLike[str]) -> str:
+    """The name without its format suffix ("scan.nii.gz" -> "scan"; a DICOM folder keeps its name)."""
+    p = Path(path)
+    suffix = full_suffix(p)
+    if suffix and p.name.lower().endswith(suffix) and len(p.name) > len(suffix):
+        return p.name[: -len(suffix)]
+    return p.name
 
 
 def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    return full_suffix(path) in IMAGE_SUFFIXES
 
 
 def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
     """Read one image file as an array.
 
-    ``lazy=True`` returns a zarr array for ``.zarr`` stores (and a memory map for ``.npy``) so that
-    stacks larger than memory can be processed slice by slice; other formats are read whole.
+    ``lazy=True`` returns a zarr array for ``.zarr`` stores (and a memory map for ``.npy``, frames
+    decoded on demand for videos) so that stacks larger than memory can be processed slice by
+    slice; other formats are read whole. Medical volumes and videos: see ``read_image_file``, which
+    also gives their axes and geometry.
     """
     p = Path(path)
-    suffix = p.suffix.lower()
     if not p.exists():
         raise ImageReadError(f"{p}: no such file or folder.")
-    if suffix not in IMAGE_SUFFIXES:
-        raise ImageReadError(
-            f"{p}: unsupported file type {suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}."
+    if format_of(p) is not None or is_video_path(p):
+        image = read_image_file(p, lazy=lazy)
+        return image.data if lazy else np.asarray(image.data)
+    return _read_plain(p, lazy)
+
+
+def read_image_file(
+    path: str | os.PathLike[str], *, lazy: bool = False, series: str | None = None
+) -> ImageFile:
+    """Read an image with what the file says about it: axes, geometry, modality, format.
+
+    Dispatches by suffix (compound ones like ``.nii.gz`` included) and content: a folder of DICOM
+    files, or a file with DICOM's marker, is a DICOM series (``series`` picks one
+    SeriesInstanceUID in a folder holding several). NIfTI/NRRD/MetaImage/DICOM come with spacing
+    (mm), origin and direction in ZYX order and axes "ZYX" (see ``imagefile``); videos with lazy
+    frames and axes "TYXC"; plain images with ``axes=None`` (the caller guesses) and no geometry.
+    ``lazy``: zarr stores, .npy files and videos are read on demand; medical volumes are read whole.
+    Raises ``ImageReadError`` (unreadable, unsupported, ambiguous DICOM folder) or
+    ``imagefile.MissingExtraError`` naming the extra to install.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ImageReadError(f"{p}: no such file or folder.")
+    fmt = format_of(p)
+    if fmt is not None:
+        from napari_madgnet.medical import read_medical
+
+        return read_medical(p, series=series)
+    if is_video_path(p):
+        from napari_madgnet.video import read_video
+
+        image = read_video(p)
+        if not lazy:
+            image.data = np.asarray(image.data)
+        return image
+    data = _read_plain(p, lazy)
+    suffix = p.suffix.lower()
+    return ImageFile(data=data, source=p, format=_PLAIN_FORMAT.get(suffix, suffix.lstrip(".")))
+
+
+def _unsupported(p: Path) -> ImageReadError:
+    if p.is_dir():
+        return ImageReadError(
+            f"{p}: a folder that is neither a zarr store nor a folder of DICOM files; "
+            "give the image files in it (or the folder to madgnet predict, which lists them)."
         )
+    return ImageReadError(
+        f"{p}: unsupported file type {full_suffix(p) or p.name!r}; use one of {', '.join(IMAGE_SUFFIXES)}."
+    )
+
+
+def _read_plain(p: Path, lazy: bool) -> Any:
+    suffix = p.suffix.lower()
+    if suffix not in PLAIN_SUFFIXES:
+        raise _unsupported(p)
     try:
         if suffix in (".tif", ".tiff"):
             import tifffile
@@ -81,76 +155,55 @@ def _not_empty(path: Path, arr: Any) -> Any:
 
 
 def find_images(inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:
-    """Expand files and folders into a sorted list of image files.
+    """Expand files and folders into a sorted list of images (files, zarr stores, DICOM folders).
 
-    A folder that holds no image is an error rather than a silent no-op: the user asked for work.
+    A folder of DICOM files is one image (a series), given as the folder; other images beside
+    the DICOM files are listed too. ``recursive``: look into sub-folders (each sub-folder of DICOM
+    files is one image). A folder that holds no image is an error rather than a silent no-op:
+    the user asked for work.
     """
     found: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir() and p.suffix.lower() != ".zarr":
-            pattern = "**/*" if recursive else "*"
-            files = sorted(f for f in p.glob(pattern) if is_image_path(f) and not f.name.startswith("."))
+            files = _images_in(p, recursive)
             if not files:
-                raise ImageReadError(f"{p}: no images found (looked for {', '.join(IMAGE_SUFFIXES)}).")
+                raise ImageReadError(
+                    f"{p}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and DICOM files)."
+                )
             found.extend(files)
         elif p.exists():
-            if not is_image_path(p):
-                raise ImageReadError(
-                    f"{p}: unsupported file type {p.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}."
-                )
+            if not (is_image_path(p) or is_dicom_file(p)):
+                raise _unsupported(p)
             found.append(p)
         else:
             raise ImageReadError(f"{p}: no such file or folder.")
     return found
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
-
-    If the body raises, the temporary file is removed and ``path`` is left as it was. The rename
-    is atomic on POSIX and Windows, so readers never see a half-written file.
-    """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary shared files
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable where the OS allows a directory fsync (not on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    """Images in ``folder``: plain/medical/video files, zarr stores, and DICOM folders as one each."""
+    out: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        here = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for d in dirs:
+            if d.lower().endswith(".zarr"):
+                out.append(here / d)
+        dirs[:] = [d for d in dirs if recursive and not d.lower().endswith(".zarr")]
+        has_dicom = False
+        for name in sorted(names):
+            f = here / name
+            if name.startswith("."):
+                continue
+            suffix = full_suffix(f)
+            if suffix in (".dcm", ".dicom") or (suffix not in IMAGE_SUFFIXES and is_dicom_file(f)):
+                has_dicom = True
+            elif suffix in IMAGE_SUFFIXES:
+                out.append(f)
+        if has_dicom:
+            out.append(here)
+    return sorted(out)
 
 
 def write_image(path: str | os.PathLike[str], array: np.ndarray, *, overwrite: bool = False) -> Path:
@@ -183,3 +236,38 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray, *, overwrite: b
 
             iio.imwrite(tmp, arr, extension=".png")
     return target
+
+
+def write_like(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    reference: ImageFile,
+    *,
+    kind: str = "mask",
+    overwrite: bool = False,
+) -> Path:
+    """Write ``array`` with ``reference``'s geometry (.nii/.nii.gz/.nrrd/.mha); see ``medical.write_like``."""
+    from napari_madgnet.medical import write_like as _write_like
+
+    return _write_like(path, array, reference, kind=kind, overwrite=overwrite)
+
+
+def write_output(
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    reference: ImageFile,
+    *,
+    kind: str = "mask",
+    overwrite: bool = False,
+) -> Path:
+    """Write a mask or probability map in the format its suffix names, with geometry where it can.
+
+    .nii/.nii.gz/.nrrd/.mha: ``write_like`` with ``reference``'s geometry (which must have axes;
+    one without geometry gives unit spacing); .tif/.png/.npy: ``write_image`` (no geometry).
+    """
+    from napari_madgnet.medical import write_suffix
+
+    target = Path(path)
+    if write_suffix(target) is None:
+        return write_image(target, array, overwrite=overwrite)
+    return write_like(target, array, reference, kind=kind, overwrite=overwrite)

@@ -1,10 +1,13 @@
 """``madgnet predict``: segment image files and folders with a registered or given model.
 
 Masks go to ``OUT/<stem>_mask.tif`` (or .png/.zarr); ``--save-probabilities`` adds
-``OUT/<stem>_probabilities.tif``. Inputs are never overwritten and existing outputs are refused
-unless ``--overwrite``. One failing file does not stop the others; the exit code is 0 only when
-all succeeded. Under ``torchrun`` each process takes its share of the files (RANK/WORLD_SIZE) and
-its own GPU (LOCAL_RANK).
+``OUT/<stem>_probabilities.tif``. Medical volumes (DICOM, NIfTI, NRRD, MetaImage; the
+``medical`` extra) are segmented plane by plane along their slice axis and their masks written in
+the same family with the same geometry (NIfTI for NIfTI and DICOM, NRRD, MHA); videos (the
+``video`` extra) give ``<stem>_mask.tif`` (a page per frame) and ``<stem>_overlay.mp4``.
+Inputs are never overwritten and existing outputs are refused unless ``--overwrite``. One failing
+file does not stop the others; the exit code is 0 only when all succeeded. Under ``torchrun`` each
+process takes its share of the files (RANK/WORLD_SIZE) and its own GPU (LOCAL_RANK).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+#: Mask formats that carry geometry (the medical module's writers; kept here so --help needs no import).
+WRITE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 
 def shard_files(files: list[T], rank: int, world_size: int) -> list[T]:
@@ -51,13 +56,22 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT", help="image files or folders (tif, png, jpg, bmp, npy, zarr)"
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files or folders (tif, png, jpg, bmp, npy, zarr; with [medical]: DICOM files and "
+        "folders, nii/nii.gz, nrrd/nhdr, mha/mhd; with [video]: mp4, avi, mov, mkv)",
     )
     p.add_argument(
         "-m", "--model", required=True, help="registered model name (madgnet models list) or checkpoint path"
     )
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
-    p.add_argument("--format", choices=("tif", "png", "zarr"), default="tif", help="mask file format")
+    p.add_argument(
+        "--format",
+        choices=("tif", "png", "zarr", *(s.lstrip(".") for s in WRITE_SUFFIXES)),
+        help="mask file format (default: the input's family for medical images, else tif)",
+    )
+    p.add_argument("--series", help="SeriesInstanceUID to read from DICOM folders holding several series")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.tif")
     p.add_argument("--config", type=Path, help="YAML file of InferenceConfig settings; flags override it")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -132,21 +146,38 @@ def build_config(args: argparse.Namespace) -> Any:
     return InferenceConfig.from_dict(data)
 
 
-def _stem(path: Path) -> str:
-    return path.name[: -len(path.suffix)] if path.suffix else path.name
+def default_format(path: Path) -> str:
+    """The mask format of an input when --format is not given: its own family, else tif."""
+    from napari_madgnet.medical import format_of, mask_suffix
+
+    fmt = format_of(path)
+    if fmt is None:
+        return "tif"
+    return (mask_suffix(fmt, path) or ".nii.gz").lstrip(".")
 
 
-def plan_outputs(files: list[Path], out: Path, fmt: str, probabilities: bool) -> dict[Path, dict[str, Path]]:
-    """Output paths per input; refuses name clashes and outputs that would replace an input."""
+def plan_outputs(
+    files: list[Path], out: Path, fmt: str | None, probabilities: bool
+) -> dict[Path, dict[str, Path]]:
+    """Output paths per input; refuses name clashes and outputs that would replace an input.
+
+    ``fmt`` None: each input's ``default_format``. Videos get a per-frame mask and an overlay.
+    """
+    from napari_madgnet.io import image_stem
+    from napari_madgnet.video import is_video_path
+
     plan: dict[Path, dict[str, Path]] = {}
     seen: dict[Path, Path] = {}
     inputs = {f.resolve() for f in files}
     for f in files:
-        paths = {"mask": out / f"{_stem(f)}_mask.{fmt}"}
-        if probabilities:
-            paths["probabilities"] = out / f"{_stem(f)}_probabilities.{'zarr' if fmt == 'zarr' else 'tif'}"
-        if fmt == "zarr" and probabilities:
-            paths.pop("probabilities")  # the mask store holds the probabilities already
+        ext = fmt or default_format(f)
+        stem = image_stem(f)
+        paths = {"mask": out / f"{stem}_mask.{ext}"}
+        if is_video_path(f):
+            paths["overlay"] = out / f"{stem}_overlay.mp4"
+        elif probabilities and ext != "zarr":  # a zarr mask store holds the probabilities already
+            prob_ext = ext if f".{ext}" in WRITE_SUFFIXES else "tif"
+            paths["probabilities"] = out / f"{stem}_probabilities.{prob_ext}"
         for p in paths.values():
             if p.resolve() in inputs:
                 raise ValueError(f"Output {p} would overwrite an input; choose another output folder (-o).")
@@ -167,18 +198,19 @@ def _device_for_rank(device: str, world: int, local_rank: int) -> str:
     return device
 
 
-def _predict_one(image_path, paths, model, config, overwrite, bar) -> dict[str, Any]:
+def _predict_one(image_path, paths, model, config, overwrite, bar, series=None) -> dict[str, Any]:
     import dataclasses
 
+    import numpy as np
+
+    from napari_madgnet.imagefile import planes_last
     from napari_madgnet.inference import segment
-    from napari_madgnet.io import read_image, write_image
+    from napari_madgnet.io import read_image_file, write_output
 
     for p in paths.values():
         if p.exists() and not overwrite:
             raise FileExistsError(f"{p} exists; pass --overwrite to replace it.")
-    image = read_image(image_path, lazy=True)
-    if "probabilities" not in paths and paths["mask"].suffix == ".zarr":
-        config = dataclasses.replace(config, output_zarr=str(paths["mask"]))
+    image = read_image_file(image_path, lazy=True, series=series)
 
     def show(progress):
         if bar is not None:
@@ -186,21 +218,40 @@ def _predict_one(image_path, paths, model, config, overwrite, bar) -> dict[str, 
             if progress.details.get("warning"):
                 bar.write(f"warning: {progress.message}")
 
-    result = segment(image, model, config, progress=show, overwrite=overwrite)
+    if image.format == "video":  # frames streamed in, masks and overlay streamed out
+        from napari_madgnet.inference.video import segment_video
+
+        done = segment_video(
+            image.data, model, config, mask_path=paths["mask"], overlay_path=paths["overlay"],
+            overwrite=overwrite, progress=show,
+        )  # fmt: skip
+        return {"outputs": done["outputs"], "provenance": done["provenance"]}
+    stored_axes = config.axes or image.axes  # the file's axes unless --axes: volumes are ZYX
+    data, engine_axes = image.data, stored_axes
+    if stored_axes is not None:
+        perm, engine_axes = planes_last(stored_axes)  # --axes YZX: segment other planes
+        if engine_axes != stored_axes:
+            data = np.transpose(np.asarray(data), perm)
+    config = dataclasses.replace(config, axes=engine_axes)
+    if "probabilities" not in paths and paths["mask"].suffix == ".zarr" and engine_axes == stored_axes:
+        config = dataclasses.replace(config, output_zarr=str(paths["mask"]))
+    result = segment(data, model, config, progress=show, overwrite=overwrite)
     written = []
     if config.output_zarr:
         written.append(paths["mask"])
     else:
-        import numpy as np
-
+        mask, probs = np.asarray(result.mask), np.asarray(result.probabilities)
+        if engine_axes != stored_axes:  # labels back in the stored order, on the image's grid
+            back = [result.axes.index(a) for a in stored_axes.replace("C", "")]
+            mask, probs = mask.transpose(back), probs.transpose([0, *(1 + b for b in back)])
+        # the image's geometry; a plain image (no axes in the file) is placed at unit spacing
+        ref = image if image.axes is not None else dataclasses.replace(image, data=mask, axes=result.axes)
         try:
-            write_image(paths["mask"], np.asarray(result.mask), overwrite=overwrite)
+            write_output(paths["mask"], mask, ref, overwrite=overwrite)
             written.append(paths["mask"])
             if "probabilities" in paths:
-                probs = np.asarray(result.probabilities)
-                write_image(
-                    paths["probabilities"], probs[0] if probs.shape[0] == 1 else probs, overwrite=overwrite
-                )
+                probs = probs[0] if probs.shape[0] == 1 else probs
+                write_output(paths["probabilities"], probs, ref, kind="image", overwrite=overwrite)
                 written.append(paths["probabilities"])
         except BaseException:
             for p in written:  # no half set of outputs
@@ -250,7 +301,9 @@ def run(args: argparse.Namespace) -> int:
         record: dict[str, Any] = {"input": str(f)}
         try:
             record.update(
-                _predict_one(f, plan[f], model, config, args.overwrite, None if args.quiet else bar)
+                _predict_one(
+                    f, plan[f], model, config, args.overwrite, None if args.quiet else bar, series=args.series
+                )
             )
             record["status"] = "ok"
         except KeyboardInterrupt:

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_madgnet.imagefile import GEOMETRY_KEY
 from napari_madgnet.inference import GEOMETRIES, InferenceConfig, PostprocessConfig
 from napari_madgnet.preprocess import METHODS
 from napari_madgnet.widgets import _layers
@@ -243,6 +244,9 @@ class SegmentWidget(QWidget):
         image = data[region.key]
         place = _layers.placement(layer, _channel_of(axes, layer))
         info = {"image": layer.name, "scope": self.scope.currentText(), "region": _describe(region.key)}
+        # A medical image's geometry (spacing, origin, direction) travels with its mask, so the
+        # plugin's writer saves the mask where the scan is (napari_io.reference_for_layer).
+        scan_geometry = (layer.metadata or {}).get(GEOMETRY_KEY)
         self.job = Job(
             _segment_job,
             image,
@@ -251,7 +255,7 @@ class SegmentWidget(QWidget):
             self.model_cache,
             description=f"Segmenting {layer.name}",
             on_progress=lambda p: self.status.setText(p.message),
-            on_done=lambda result: self._on_done(result, layer.name, region, place, info),
+            on_done=lambda result: self._on_done(result, layer.name, region, place, info, scan_geometry),
             on_cancelled=lambda: self.status.setText("Cancelled; nothing was written."),
             on_error=self._on_error,
             on_finally=self._on_finally,
@@ -303,8 +307,12 @@ class SegmentWidget(QWidget):
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
-    def _on_done(self, result: Any, image_name: str, region: Region, place: dict, info: dict) -> None:
+    def _on_done(
+        self, result: Any, image_name: str, region: Region, place: dict, info: dict, scan_geometry: Any = None
+    ) -> None:
         metadata = {"madgnet_provenance": {**result.provenance, "widget": info}}
+        if isinstance(scan_geometry, dict):
+            metadata[GEOMETRY_KEY] = scan_geometry
         self.last = LastRun(result, image_name, region, place, metadata=metadata)
         if self._write_mask(np.asarray(result.mask), new=self.new_layer.isChecked()) is None:
             self.status.setText("Not written: the edited labels were kept.")
@@ -415,7 +423,7 @@ class SegmentWidget(QWidget):
         self.last.result = result
         prov = self.last.metadata.get("madgnet_provenance", {})
         cfg = dict(prov.get("config", {}), postprocess=config.to_dict())
-        self.last.metadata = {"madgnet_provenance": {**prov, "config": cfg}}
+        self.last.metadata = {**self.last.metadata, "madgnet_provenance": {**prov, "config": cfg}}
         if self._write_mask(np.asarray(result.mask)) is not None:
             self.status.setText(f"Re-labelled at threshold {config.threshold:.2f} (network not re-run).")
 

@@ -32,12 +32,20 @@ def check_axes(axes: str) -> str:
     return text
 
 
-def guess_axes(shape: tuple[int, ...]) -> str:
-    """A best guess of the axes of an array of this shape.
+#: The most channels a guessed last axis may have: a plane is rarely this narrow, a channel axis rarely wider.
+MAX_GUESSED_CHANNELS = 16
 
-    2-D: "YX". A last dimension of 3 or 4 that is small next to the two before it: RGB(A), so
-    "YXC" / "ZYXC" / "TZYXC". Otherwise the leading dimensions are a stack: "ZYX", "TZYX",
-    "TZCYX". Pass ``axes`` explicitly when the guess is wrong (e.g. a 3-channel "CYX" image).
+
+def guess_axes(shape: tuple[int, ...]) -> str:
+    """A best guess of the axes of an array of this shape, for files that do not say.
+
+    2-D: "YX". A last dimension of at most ``MAX_GUESSED_CHANNELS`` that is small next to the
+    two before it (each more than 4 times larger) is channels: "YXC" / "ZYXC" / "TZYXC". Three
+    or four are RGB(A) and segmented as colour; any other count (a grey + alpha pair, 5 spectral
+    bands) needs a channel chosen (``resolve_layout`` asks for ``channel``, CLI ``--channel``)
+    rather than being cut into a stack of slivers. Otherwise the leading dimensions are a stack:
+    "ZYX", "TZYX", "TZCYX". Pass ``axes`` explicitly when the guess is wrong (e.g. a 3-channel
+    "CYX" image). Raises ``ValueError`` for fewer than 2 or more than 5 dimensions.
     """
     ndim = len(shape)
     if ndim < 2 or ndim > 5:
@@ -47,10 +55,42 @@ def guess_axes(shape: tuple[int, ...]) -> str:
         )
     if ndim == 2:
         return "YX"
-    rgb = shape[-1] in (3, 4) and min(shape[-3], shape[-2]) > 4 * shape[-1]
-    if rgb:
+    last = shape[-1]
+    if last <= MAX_GUESSED_CHANNELS and min(shape[-3], shape[-2]) > 4 * last:
         return {3: "YXC", 4: "ZYXC", 5: "TZYXC"}[ndim]
     return {3: "ZYX", 4: "TZYX", 5: "TZCYX"}[ndim]
+
+
+def describe_axes(axes: str, shape: tuple[int, ...]) -> str:
+    """Words for a layout.
+
+    "ZYXC", (5, 64, 80, 2) -> "5 planes (Z) of 64 x 80 pixels (Y, X), 2 channels (C)".
+    """
+    size = dict(zip(axes, (int(s) for s in shape), strict=True))
+    words = {"T": "time points (T)", "Z": "planes (Z)"}
+    parts = [f"{size[a]} {words[a]}" for a in axes if a in words]
+    text = " x ".join(parts) + (" of " if parts else "") + f"{size['Y']} x {size['X']} pixels (Y, X)"
+    if "C" in size:
+        text += f", {size['C']} channel{'s' if size['C'] != 1 else ''} (C)"
+    return text
+
+
+#: An example of another reading of each guess, for ``guess_note``.
+_OTHER_READING = {
+    "YXC": "ZYX", "ZYXC": "TZYX", "TZYXC": "TZCYX", "ZYX": "CYX", "TZYX": "CZYX", "TZCYX": "CTZYX",
+}  # fmt: skip
+
+
+def guess_note(name: str, shape: tuple[int, ...], axes: str) -> str:
+    """What to print when an image's axes were guessed: the guess in words and how to override it."""
+    shape = tuple(int(s) for s in shape)
+    other = _OTHER_READING.get(axes)
+    return (
+        f"{name}: the file does not say its axes; shape {shape} read as {axes!r}: "
+        f"{describe_axes(axes, shape)}. If that is wrong, pass --axes"
+        + (f" (e.g. --axes {other})" if other else "")
+        + "; further images of this layout are read the same way."
+    )
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,14 @@ Geometry conventions (the same for every format)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from napari_madgnet.errors import UserError
+from napari_madgnet.layout import guess_note
 
 #: The key of the geometry record in napari layer metadata (a plain, JSON-able dict).
 GEOMETRY_KEY = "madgnet_geometry"
@@ -80,12 +81,14 @@ class ImageFile:
     """An image read from a file.
 
     ``data``: the pixels, a numpy array or an array-like read lazily (memory map, zarr array,
-    ``video.VideoFrames``). ``axes``: TZCYX letters of ``data``'s dimensions, or ``None`` when the
-    file does not say (callers then guess from the shape); ``axes_source`` says whether the axes
-    come from the file ("file") or a guess ("guessed"). ``spacing`` (physical units per pixel),
-    ``origin`` and ``direction`` (row-major n x n) follow the order of the spatial axes, see the
-    module docstring; ``None`` when the file has no geometry. ``unit``: the unit of spacing and
-    origin ("mm"). ``modality``: e.g. "CT", "MR" (DICOM's Modality); ``intensity_unit``: "HU"
+    ``video.VideoFrames``). ``axes``: TZCYX letters of ``data``'s dimensions, or ``None`` when
+    nothing fits (a 1-D or 6-D array); ``axes_source`` says whether the axes come from the file
+    ("file": medical headers, ImageJ/OME/RGB TIFF tags, PNG modes) or a guess from the shape
+    ("guessed", ``layout.guess_axes``: NPY, zarr, TIFF pages without axes metadata).
+    ``spacing`` (physical units per pixel), ``origin`` and ``direction`` (row-major n x n) follow
+    the order of the spatial axes, see the module docstring; ``None`` when the file has no
+    geometry. ``unit``: the unit of spacing and origin ("mm"; "µm" for microscopy TIFFs).
+    ``modality``: e.g. "CT", "MR" (DICOM's Modality); ``intensity_unit``: "HU"
     for CT data in Hounsfield units. ``source``: the path read; ``format``: the format family
     ("nifti", "nrrd", "metaimage", "dicom", "video", "tiff", "png", "npy", "zarr", ...);
     ``metadata``: what else the reader found (never patient identifiers).
@@ -196,6 +199,52 @@ class ImageFile:
             format=geometry.get("format"),
             metadata={"geometry_extra": extra} if extra else {},
         )
+
+
+#: Length units in millimetres (medical formats store mm; microscopy TIFFs often say µm).
+MILLIMETRES = {"nm": 1e-6, "µm": 1e-3, "mm": 1.0, "cm": 10.0, "m": 1e3}
+
+
+def in_millimetres(image: ImageFile) -> ImageFile:
+    """``image`` with spacing and origin in mm, for writers whose formats store mm (NIfTI...).
+
+    No unit: taken as mm already (the medical readers' unit). A unit that is not a length (or
+    unknown): the geometry is dropped, so the writer places the array at unit spacing rather
+    than at a wrong scale.
+    """
+    if image.unit in (None, "mm") or image.spacing is None:
+        return image
+    factor = MILLIMETRES.get(image.unit)
+    if factor is None:
+        return replace(image, spacing=None, origin=None, direction=None, unit=None)
+    origin = None if image.origin is None else tuple(v * factor for v in image.origin)
+    return replace(image, spacing=tuple(v * factor for v in image.spacing), origin=origin, unit="mm")
+
+
+class AxesNotes:
+    """Where an image's axes came from, and a note printed once per guessed layout.
+
+    For ``madgnet predict``: ``check(image, given_axes)`` returns the record for the run log and
+    the result's provenance, ``{"axes": ..., "axes_source": "given" | "file" | "guessed"}``, and
+    the note to print (``layout.guess_note``) the first time a guessed layout is met (same axes
+    and same sizes apart from Y and X: a folder of same-shaped images gets one note), else None.
+    """
+
+    def __init__(self) -> None:
+        self._told: set[tuple[str, tuple[int, ...]]] = set()
+
+    def check(self, image: ImageFile, given_axes: str | None = None) -> tuple[dict[str, Any], str | None]:
+        if given_axes:
+            return {"axes": given_axes, "axes_source": "given"}, None
+        info: dict[str, Any] = {"axes": image.axes, "axes_source": image.axes_source}
+        if image.axes is None or image.axes_source != "guessed":
+            return info, None
+        key = (image.axes, tuple(n for a, n in zip(image.axes, image.shape, strict=True) if a not in "YX"))
+        if key in self._told:
+            return info, None
+        self._told.add(key)
+        name = image.source.name if image.source is not None else "the image"
+        return info, guess_note(name, image.shape, image.axes)
 
 
 def affine_matrix(

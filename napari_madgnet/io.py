@@ -13,16 +13,18 @@ NRRD, MetaImage) need the ``medical`` extra and keep their spacing, origin and d
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from napari_madgnet.atomic import atomic_path
-from napari_madgnet.imagefile import ImageFile, ImageReadError
+from napari_madgnet.imagefile import ImageFile, ImageReadError, in_millimetres
 from napari_madgnet.medical import MEDICAL_SUFFIXES, format_of, is_dicom_file, medical_suffix
+from napari_madgnet.plain import read_plain
 from napari_madgnet.video import VIDEO_SUFFIXES, is_video_path
 
 #: Plain image formats, read with tifffile, imageio, numpy and zarr (no extra needed).
@@ -30,7 +32,6 @@ PLAIN_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".b
 #: Everything ``read_image`` reads: plain images, medical volumes ([medical]) and videos ([video]).
 IMAGE_SUFFIXES: tuple[str, ...] = PLAIN_SUFFIXES + tuple(MEDICAL_SUFFIXES) + VIDEO_SUFFIXES
 MASK_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".png", ".npy")
-_PLAIN_FORMAT = {".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
 def full_suffix(path: str | os.PathLike[str]) -> str:
@@ -53,35 +54,37 @@ def is_image_path(path: Path) -> bool:
 
 
 def read_image(path: str | os.PathLike[str], *, lazy: bool = False) -> Any:
-    """Read one image file as an array.
+    """Read one image file as an array (``read_image_file(path).data``).
 
     ``lazy=True`` returns a zarr array for ``.zarr`` stores (and a memory map for ``.npy``, frames
     decoded on demand for videos) so that stacks larger than memory can be processed slice by
-    slice; other formats are read whole. Medical volumes and videos: see ``read_image_file``, which
-    also gives their axes and geometry.
+    slice; other formats are read whole. ``read_image_file`` also gives the axes, pixel size and
+    geometry; ``read_mask`` reads masks as their label values.
     """
-    p = Path(path)
-    if not p.exists():
-        raise ImageReadError(f"{p}: no such file or folder.")
-    if format_of(p) is not None or is_video_path(p):
-        image = read_image_file(p, lazy=lazy)
-        return image.data if lazy else np.asarray(image.data)
-    return _read_plain(p, lazy)
+    image = read_image_file(path, lazy=lazy)
+    return image.data if lazy else np.asarray(image.data)
 
 
 def read_image_file(
-    path: str | os.PathLike[str], *, lazy: bool = False, series: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    lazy: bool = False,
+    series: str | None = None,
+    kind: Literal["image", "labels"] = "image",
 ) -> ImageFile:
-    """Read an image with what the file says about it: axes, geometry, modality, format.
+    """Read an image with what the file says about it: axes, pixel size or geometry, format.
 
     Dispatches by suffix (compound ones like ``.nii.gz`` included) and content: a folder of DICOM
     files, or a file with DICOM's marker, is a DICOM series (``series`` picks one
     SeriesInstanceUID in a folder holding several). NIfTI/NRRD/MetaImage/DICOM come with spacing
     (mm), origin and direction in ZYX order and axes "ZYX" (see ``imagefile``); videos with lazy
-    frames and axes "TYXC"; plain images with ``axes=None`` (the caller guesses) and no geometry.
-    ``lazy``: zarr stores, .npy files and videos are read on demand; medical volumes are read whole.
-    Raises ``ImageReadError`` (unreadable, unsupported, ambiguous DICOM folder) or
-    ``imagefile.MissingExtraError`` naming the extra to install.
+    frames and axes "TYXC". TIFF, PNG, JPEG, BMP, NPY and zarr: see ``napari_madgnet.plain``
+    (axes from tifffile's series, ImageJ and OME metadata, Pillow's mode; guessed for NPY and zarr,
+    ``axes_source == "guessed"``). ``kind="labels"``: a mask, see ``read_mask`` (the returned
+    image has no colour axis). ``lazy``: zarr stores, .npy files and videos are read on demand;
+    medical volumes and the other formats are read whole. Raises ``ImageReadError`` (unreadable,
+    unsupported, ambiguous DICOM folder, a colour-coded mask) or ``imagefile.MissingExtraError``
+    naming the extra to install.
     """
     p = Path(path)
     if not p.exists():
@@ -90,17 +93,72 @@ def read_image_file(
     if fmt is not None:
         from napari_madgnet.medical import read_medical
 
-        return read_medical(p, series=series)
-    if is_video_path(p):
+        image = read_medical(p, series=series)
+    elif is_video_path(p):
         from napari_madgnet.video import read_video
 
         image = read_video(p)
         if not lazy:
             image.data = np.asarray(image.data)
+    elif p.suffix.lower() in PLAIN_SUFFIXES:
+        image = read_plain(p, lazy=lazy, kind=kind)
+    else:
+        raise _unsupported(p)
+    return labels_image(image) if kind == "labels" else image
+
+
+def read_mask(path: str | os.PathLike[str], *, series: str | None = None) -> np.ndarray:
+    """Read a mask or label image as its label values (integers, or as stored).
+
+    What an annotation tool saved is read as labels, not as a picture: a palette (indexed) PNG
+    gives its indices, a grey + alpha PNG its grey band, and an RGB(A) mask is accepted only when
+    its colour channels are equal (grey saved as RGB), giving that grey. A colour-coded mask
+    (classes drawn in different colours) raises ``ImageReadError`` saying how to convert it.
+    Used wherever a mask is read: training from folders, ``evaluate``, ``madgnet finetune
+    --labels``, ``madgnet compare``.
+    """
+    return np.asarray(read_image_file(path, series=series, kind="labels").data)
+
+
+def labels_image(image: ImageFile) -> ImageFile:
+    """``image`` without its colour axis, when the channels are equal; else a clear error.
+
+    The colour axis is the one a reader marked (``metadata["colour_axis"]``: RGB(A) PNG, JPEG,
+    BMP, photometric-RGB TIFF) or, for arrays whose axes were guessed (NPY, zarr), a guessed C of
+    3 or 4; other channel axes (an ImageJ hyperstack's C) are left as they are. Alpha is ignored.
+    """
+    axis = image.metadata.get("colour_axis")
+    c = (image.axes or "").find("C")
+    if axis is None and image.axes_source == "guessed" and c >= 0 and image.shape[c] in (3, 4):
+        axis = c
+    if axis is None:
         return image
-    data = _read_plain(p, lazy)
-    suffix = p.suffix.lower()
-    return ImageFile(data=data, source=p, format=_PLAIN_FORMAT.get(suffix, suffix.lstrip(".")))
+    data = np.asarray(image.data)
+    colours = np.take(data, range(min(3, data.shape[axis])), axis=axis)
+    first = np.take(colours, [0], axis=axis)
+    differ = colours != first
+    if differ.any():
+        where = np.argwhere(differ.any(axis=axis))[0]
+        pixel = _pixel(data, axis, where)
+        name = image.source.name if image.source is not None else "the mask"
+        raise ImageReadError(
+            f"{name}: a colour-coded mask (RGB whose channels differ, e.g. {pixel} at pixel "
+            f"{tuple(int(i) for i in where)}); "
+            "a mask must be a label image whose values are the classes or objects (0 = background). "
+            "Convert it to an index/label image (e.g. in Fiji: Image > Type > 8-bit Color, then check "
+            "that the background is 0; or export the label image itself from the annotation tool), or "
+            "save the one channel that holds the labels as its own file."
+        )
+    kept = image.axes[:axis] + image.axes[axis + 1 :] if image.axes else None
+    metadata = {k: v for k, v in image.metadata.items() if k != "colour_axis"}
+    return dataclasses.replace(image, data=np.take(data, 0, axis=axis), axes=kept, metadata=metadata)
+
+
+def _pixel(data: np.ndarray, axis: int, where: np.ndarray) -> tuple[int, ...]:
+    """The colour of the pixel at ``where`` (an index without the colour axis)."""
+    index = [int(i) for i in where]
+    index.insert(axis, slice(None))
+    return tuple(int(v) for v in data[tuple(index)][:3])
 
 
 def _unsupported(p: Path) -> ImageReadError:
@@ -110,48 +168,20 @@ def _unsupported(p: Path) -> ImageReadError:
             "give the image files in it (or the folder to madgnet predict, which lists them)."
         )
     return ImageReadError(
-        f"{p}: unsupported file type {full_suffix(p) or p.name!r}; use one of {', '.join(IMAGE_SUFFIXES)}."
+        f"{p}: unsupported file type {_shown_suffix(p)!r}; use one of {', '.join(IMAGE_SUFFIXES)}."
     )
 
 
-def _read_plain(p: Path, lazy: bool) -> Any:
-    suffix = p.suffix.lower()
-    if suffix not in PLAIN_SUFFIXES:
-        raise _unsupported(p)
-    try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            return _not_empty(p, tifffile.imread(p))
-        if suffix == ".npy":
-            return np.load(p, mmap_mode="r" if lazy else None, allow_pickle=False)
-        if suffix == ".zarr":
-            import zarr
-
-            arr = zarr.open(str(p), mode="r")
-            if not hasattr(arr, "shape"):
-                raise ImageReadError(f"{p}: a zarr group, not an array; point to one array in it.")
-            return arr if lazy else np.asarray(arr[...])
-        import imageio.v3 as iio
-
-        return _not_empty(p, np.asarray(iio.imread(p)))
-    except ImageReadError:
-        raise
-    except Exception as exc:  # every reader has its own exception types
-        raise ImageReadError(
-            f"{p}: cannot be read as an image ({type(exc).__name__}: {exc}). "
-            "Is the file complete and of the type its extension says?"
-        ) from exc
+#: Compression suffixes: "scan.tif.gz" is a compressed ".tif.gz", not a ".gz" of unknown kind.
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
 
 
-def _not_empty(path: Path, arr: Any) -> Any:
-    """Readers return empty arrays for some truncated files; that is a broken file, not an image."""
-    if 0 in tuple(arr.shape):
-        raise ImageReadError(
-            f"{path}: cannot be read as an image: it holds no pixels (shape {tuple(arr.shape)}). "
-            "Is the file complete and of the type its extension says?"
-        )
-    return arr
+def _shown_suffix(p: Path) -> str:
+    """The suffix an error names: compound ones whole (".nii.gz", ".tif.gz"), else the last."""
+    suffixes = [s.lower() for s in p.suffixes]
+    if medical_suffix(p) is None and len(suffixes) >= 2 and suffixes[-1] in _COMPRESSED:
+        return "".join(suffixes[-2:])
+    return full_suffix(p) or p.name
 
 
 def find_images(inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:
@@ -227,7 +257,8 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray, *, overwrite: b
         if suffix in (".tif", ".tiff"):
             import tifffile
 
-            tifffile.imwrite(tmp, arr, compression="zlib")
+            # Grey levels: a stack of 3 or 4 planes must not be tagged RGB (tifffile's default).
+            tifffile.imwrite(tmp, arr, photometric="minisblack", compression="zlib")
         elif suffix == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, arr, allow_pickle=False)
@@ -246,10 +277,14 @@ def write_like(
     kind: str = "mask",
     overwrite: bool = False,
 ) -> Path:
-    """Write ``array`` with ``reference``'s geometry (.nii/.nii.gz/.nrrd/.mha); see ``medical.write_like``."""
+    """Write ``array`` with ``reference``'s geometry (.nii/.nii.gz/.nrrd/.mha); see ``medical.write_like``.
+
+    A reference whose pixel size is in another length unit (a TIFF's µm) is converted to the mm
+    these formats store (``imagefile.in_millimetres``).
+    """
     from napari_madgnet.medical import write_like as _write_like
 
-    return _write_like(path, array, reference, kind=kind, overwrite=overwrite)
+    return _write_like(path, array, in_millimetres(reference), kind=kind, overwrite=overwrite)
 
 
 def write_output(

@@ -14,8 +14,6 @@ import numpy as np
 
 from napari_madgnet.cli._common import user_errors
 
-_FLAT_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -78,12 +76,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _read_mask(path: Path) -> np.ndarray:
     from napari_madgnet.errors import UserError
-    from napari_madgnet.io import read_image
+    from napari_madgnet.io import read_mask
 
-    arr = np.asarray(read_image(path))
-    # Masks saved as RGB(A) PNG/JPEG repeat one value per channel; use the first, as evaluate does.
-    if path.suffix.lower() in _FLAT_IMAGE_SUFFIXES and arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr = arr[..., 0]
+    arr = read_mask(path)  # palette indices; grey saved as RGB accepted, colour-coded refused
     if arr.dtype.kind == "f":
         # Masks saved as float (0.0/1.0, or label values) are labels; probabilities are not.
         if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)) and arr.min(initial=0) >= 0):

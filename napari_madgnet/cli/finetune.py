@@ -34,7 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"(1 object, 2 background) (default: {preset.label_mode})",
     )
     g.add_argument(
-        "--axes", default=None, help="axes of the image, e.g. YX, YXC, CYX, ZYX (default: from the shapes)"
+        "--axes",
+        default=None,
+        help="axes of the image, e.g. YX, YXC, CYX, ZYX (default: the file's, else from the shapes)",
     )
     g.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
     g = p.add_argument_group("model")
@@ -88,7 +90,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 @user_errors
 def run(args: argparse.Namespace) -> int:
-    from napari_madgnet.io import read_image
     from napari_madgnet.jobs import CancelToken
     from napari_madgnet.training import TrainConfig, finetune
     from napari_madgnet.training.finetune import describe_result
@@ -109,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = cfg.replace(**changes) if changes else cfg
     cfg = cfg.with_length(steps=args.steps, epochs=args.epochs, validate_every=args.validate_every)
     cfg.validate()
-    image = read_image(args.image, lazy=True)
-    labels = read_image(args.labels)
+    image, labels, axes = _read_pair(args)
     callback, close = tqdm_callback("fine-tuning")
     token = CancelToken()
     try:
@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
                 out=args.out,
                 name=args.name,
                 register=not args.no_register,
-                axes=args.axes,
+                axes=axes,
                 channel=args.channel,
                 cancel=token,
                 image_name=args.image.name,
@@ -135,3 +135,20 @@ def run(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_STOPPED if result.stopped == "cancelled" else 0
+
+
+def _read_pair(args: argparse.Namespace) -> tuple[object, object, str | None]:
+    """The image (lazy), its labels as label values and the image's axes, as ``madgnet predict``
+    reads them: ``--axes``, else the file's own, else from the shapes of image and labels (said)."""
+    from napari_madgnet.io import read_image_file, read_mask
+    from napari_madgnet.layout import axes_for_labels, guess_note
+
+    image = read_image_file(args.image, lazy=True)
+    labels = read_mask(args.labels)
+    if args.axes:
+        return image.data, labels, args.axes
+    if image.axes is not None and image.axes_source == "file":
+        return image.data, labels, image.axes
+    axes = axes_for_labels(image.shape, labels.shape)
+    print(f"note: {guess_note(args.image.name, image.shape, axes)}", file=sys.stderr)
+    return image.data, labels, axes

@@ -198,12 +198,12 @@ def _device_for_rank(device: str, world: int, local_rank: int) -> str:
     return device
 
 
-def _predict_one(image_path, paths, model, config, overwrite, bar, series=None) -> dict[str, Any]:
+def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, notes=None) -> dict[str, Any]:
     import dataclasses
 
     import numpy as np
 
-    from napari_madgnet.imagefile import planes_last
+    from napari_madgnet.imagefile import AxesNotes, planes_last
     from napari_madgnet.inference import segment
     from napari_madgnet.io import read_image_file, write_output
 
@@ -211,6 +211,10 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None) 
         if p.exists() and not overwrite:
             raise FileExistsError(f"{p} exists; pass --overwrite to replace it.")
     image = read_image_file(image_path, lazy=True, series=series)
+    # axes: given, from the file, or guessed (then said once per layout); kept in log and provenance
+    axes_info, note = (notes or AxesNotes()).check(image, config.axes)
+    if note:
+        (bar.write if bar is not None else print)(f"note: {note}", file=sys.stderr)
 
     def show(progress):
         if bar is not None:
@@ -225,7 +229,8 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None) 
             image.data, model, config, mask_path=paths["mask"], overlay_path=paths["overlay"],
             overwrite=overwrite, progress=show,
         )  # fmt: skip
-        return {"outputs": done["outputs"], "provenance": done["provenance"]}
+        provenance = {**done["provenance"], "input_axes": axes_info}
+        return {"outputs": done["outputs"], "provenance": provenance, **axes_info}
     stored_axes = config.axes or image.axes  # the file's axes unless --axes: volumes are ZYX
     data, engine_axes = image.data, stored_axes
     if stored_axes is not None:
@@ -257,7 +262,8 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None) 
             for p in written:  # no half set of outputs
                 p.unlink(missing_ok=True)
             raise
-    return {"outputs": [str(p) for p in written], "provenance": result.provenance}
+    provenance = {**result.provenance, "input_axes": axes_info}
+    return {"outputs": [str(p) for p in written], "provenance": provenance, **axes_info}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -296,13 +302,23 @@ def run(args: argparse.Namespace) -> int:
     records: list[dict[str, Any]] = []
     failures = 0
     bar = tqdm(mine, desc=f"{tag}predict", unit="image", disable=args.quiet, file=sys.stderr)
+    from napari_madgnet.imagefile import AxesNotes
+
+    notes = AxesNotes()  # one note per guessed layout, not one per file
     for f in bar:
         start = time.perf_counter()
         record: dict[str, Any] = {"input": str(f)}
         try:
             record.update(
                 _predict_one(
-                    f, plan[f], model, config, args.overwrite, None if args.quiet else bar, series=args.series
+                    f,
+                    plan[f],
+                    model,
+                    config,
+                    args.overwrite,
+                    None if args.quiet else bar,
+                    series=args.series,
+                    notes=notes,
                 )
             )
             record["status"] = "ok"

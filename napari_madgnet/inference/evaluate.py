@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from napari_madgnet.errors import UserError
-from napari_madgnet.io import atomic_path, read_image
+from napari_madgnet.io import atomic_path, read_image, read_mask
 from napari_madgnet.jobs import CancelToken, Progress, check_cancelled
 from napari_madgnet.labelutils import unit_tag
 from napari_madgnet.metrics import mean_metrics, paper_metrics, standard_metrics
@@ -90,7 +90,7 @@ def evaluate_folder(
     for i, (img_path, mask_path) in enumerate(pairs):
         check_cancelled(cancel)
         image = np.asarray(read_image(img_path))
-        gt = np.asarray(read_image(mask_path))
+        gt = read_mask(mask_path)
         if gt.ndim == 3:
             gt = gt[..., 0]
         prob = predict(model, image, device)

@@ -71,10 +71,10 @@ class FileItem:
         return self.image_path.stem
 
     def load(self) -> Item:
-        from napari_madgnet.io import read_image
+        from napari_madgnet.io import read_image, read_mask
 
         image = np.asarray(read_image(self.image_path))
-        mask = np.asarray(read_image(self.mask_path))
+        mask = read_mask(self.mask_path)
         if mask.ndim == 3:  # RGB(A) masks as some datasets ship them
             mask = mask[..., 0]
         if self.binarize and self.label_mode == "binary":

@@ -120,12 +120,18 @@ def read_mask(path: str | os.PathLike[str], *, series: str | None = None) -> np.
     return np.asarray(read_image_file(path, series=series, kind="labels").data)
 
 
+#: Grey levels by which the channels of a JPEG mask may differ (lossy compression, 8-bit).
+JPEG_MASK_TOLERANCE = 16
+
+
 def labels_image(image: ImageFile) -> ImageFile:
     """``image`` without its colour axis, when the channels are equal; else a clear error.
 
     The colour axis is the one a reader marked (``metadata["colour_axis"]``: RGB(A) PNG, JPEG,
     BMP, photometric-RGB TIFF) or, for arrays whose axes were guessed (NPY, zarr), a guessed C of
     3 or 4; other channel axes (an ImageJ hyperstack's C) are left as they are. Alpha is ignored.
+    JPEG masks (lossy) may differ by up to ``JPEG_MASK_TOLERANCE`` grey levels between channels
+    and give their mean; other formats must be equal to the level and give the first channel.
     """
     axis = image.metadata.get("colour_axis")
     c = (image.axes or "").find("C")
@@ -136,7 +142,12 @@ def labels_image(image: ImageFile) -> ImageFile:
     data = np.asarray(image.data)
     colours = np.take(data, range(min(3, data.shape[axis])), axis=axis)
     first = np.take(colours, [0], axis=axis)
-    differ = colours != first
+    lossy = image.format == "jpeg" and colours.dtype == np.uint8
+    if lossy:  # compression noise around grey edges is not a colour
+        spread = colours.max(axis=axis).astype(np.int16) - colours.min(axis=axis)
+        differ = np.expand_dims(spread > JPEG_MASK_TOLERANCE, axis)
+    else:
+        differ = colours != first
     if differ.any():
         where = np.argwhere(differ.any(axis=axis))[0]
         pixel = _pixel(data, axis, where)
@@ -151,7 +162,8 @@ def labels_image(image: ImageFile) -> ImageFile:
         )
     kept = image.axes[:axis] + image.axes[axis + 1 :] if image.axes else None
     metadata = {k: v for k, v in image.metadata.items() if k != "colour_axis"}
-    return dataclasses.replace(image, data=np.take(data, 0, axis=axis), axes=kept, metadata=metadata)
+    grey = np.round(colours.mean(axis=axis)).astype(data.dtype) if lossy else np.take(data, 0, axis=axis)
+    return dataclasses.replace(image, data=grey, axes=kept, metadata=metadata)
 
 
 def _pixel(data: np.ndarray, axis: int, where: np.ndarray) -> tuple[int, ...]:

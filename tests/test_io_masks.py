@@ -163,3 +163,19 @@ def test_finetune_takes_palette_labels_and_refuses_colour_coded_ones(tmp_path: P
     assert main([*base, "--labels", str(tmp_path / "three.png"), "--label-mode", "scribble"]) == 2
     err = capsys.readouterr().err
     assert "found value 3" in err and "do not match" not in err
+
+
+def test_jpeg_masks_may_carry_compression_noise_but_not_colours(tmp_path: Path) -> None:
+    binary = (_classes() > 0).astype(np.uint8) * 255
+    rgb = np.repeat(binary[..., None], 3, axis=-1)
+    rgb[..., 1] = np.clip(rgb[..., 1].astype(int) + 3, 0, 255)  # a slight tint, as re-saved JPEGs get
+    Image.fromarray(rgb, "RGB").save(tmp_path / "grey.jpg", quality=95)
+    mask = read_mask(tmp_path / "grey.jpg")
+    assert mask.shape == (H, W)
+    np.testing.assert_array_equal(mask > 127, binary > 0)
+    Image.fromarray(_colour_coded(_classes()), "RGB").save(tmp_path / "colours.jpg", quality=95)
+    with pytest.raises(ImageReadError, match="colour-coded mask"):
+        read_mask(tmp_path / "colours.jpg")
+    Image.fromarray(rgb, "RGB").save(tmp_path / "tinted.png")  # lossless: equal or refused
+    with pytest.raises(ImageReadError, match="colour-coded mask"):
+        read_mask(tmp_path / "tinted.png")

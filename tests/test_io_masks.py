@@ -163,6 +163,14 @@ def test_finetune_takes_palette_labels_and_refuses_colour_coded_ones(tmp_path: P
     assert main([*base, "--labels", str(tmp_path / "three.png"), "--label-mode", "scribble"]) == 2
     err = capsys.readouterr().err
     assert "found value 3" in err and "do not match" not in err
+    # an image file without axes: they come from the shapes of image and labels, and are said
+    np.save(tmp_path / "img.npy", np.stack([image] * 3))  # C Y X, as the labels show
+    base[2] = str(tmp_path / "img.npy")
+    assert main([*base, "--labels", str(tmp_path / "three.png"), "--label-mode", "scribble"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "note: img.npy: the file does not say its axes" in err and "'CYX'" in err and "found value 3" in err
+    )
 
 
 def test_jpeg_masks_may_carry_compression_noise_but_not_colours(tmp_path: Path) -> None:

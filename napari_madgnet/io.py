@@ -14,14 +14,19 @@ NRRD, MetaImage) need the ``medical`` extra and keep their spacing, origin and d
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from napari_madgnet.atomic import atomic_path
+
+# the cleaning of what killed writers left lives beside atomic_path; re-exported for callers
+from napari_madgnet.atomic import remove_stale_temp_files as remove_stale_temp_files
+from napari_madgnet.atomic import temp_sibling as temp_sibling
 from napari_madgnet.imagefile import ImageFile, ImageReadError, in_millimetres
 from napari_madgnet.medical import MEDICAL_SUFFIXES, format_of, is_dicom_file, medical_suffix
 from napari_madgnet.plain import read_plain
@@ -88,7 +93,7 @@ def read_image_file(
     """
     p = Path(path)
     if not p.exists():
-        raise ImageReadError(f"{p}: no such file or folder.")
+        raise missing_path_error(p)
     fmt = format_of(p)
     if fmt is not None:
         from napari_madgnet.medical import read_medical
@@ -105,6 +110,32 @@ def read_image_file(
     else:
         raise _unsupported(p)
     return labels_image(image) if kind == "labels" else image
+
+
+def link_problem(path: Path) -> str | None:
+    """What is wrong with a symbolic link that leads nowhere (a loop, a missing target), or None."""
+    if not os.path.islink(path):
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return (
+                "a loop of symbolic links (it leads back to itself); point the link at the real file or "
+                "remove it"
+            )
+        return (
+            f"a symbolic link to {os.readlink(path)}, which does not exist (moved or deleted?); fix or "
+            "remove it"
+        )
+    return None
+
+
+def missing_path_error(path: Path) -> ImageReadError:
+    """Why ``path`` cannot be opened although it was named: no such file, a link to nothing, or a
+    loop of symbolic links (which ``Path.exists`` reports as missing)."""
+    problem = link_problem(path)
+    return ImageReadError(f"{path}: {problem or 'no such file or folder'}.")
 
 
 def read_mask(path: str | os.PathLike[str], *, series: str | None = None) -> np.ndarray:
@@ -196,22 +227,35 @@ def _shown_suffix(p: Path) -> str:
     return full_suffix(p) or p.name
 
 
-def find_images(inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = False) -> list[Path]:
+def find_images(
+    inputs: Iterable[str | os.PathLike[str]],
+    *,
+    recursive: bool = False,
+    exclude: Callable[[Path], str | None] | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> list[Path]:
     """Expand files and folders into a sorted list of images (files, zarr stores, DICOM folders).
 
     A folder of DICOM files is one image (a series), given as the folder; other images beside
     the DICOM files are listed too. ``recursive``: look into sub-folders (each sub-folder of DICOM
-    files is one image). A folder that holds no image is an error rather than a silent no-op:
-    the user asked for work.
+    files is one image), symbolic links to folders included; a folder reached a second time (a
+    link back to a parent: a loop) is searched once. ``exclude(path)``: a reason to leave out a
+    file or folder found inside a folder (the caller's output folder, its own earlier outputs), or
+    None; paths named in ``inputs`` are never left out. ``skipped`` receives ``(path, reason)``
+    for everything left out: excluded paths, repeated folders, broken links, unreadable folders.
+    A folder that holds no image is an error rather than a silent no-op: the user asked for work.
     """
     found: list[Path] = []
+    left_out: list[tuple[Path, str]] = skipped if skipped is not None else []
     for item in inputs:
         p = Path(item)
         if p.is_dir() and p.suffix.lower() != ".zarr":
-            files = _images_in(p, recursive)
+            before = len(left_out)
+            files = _images_in(p, recursive, exclude, left_out)
             if not files:
+                why = "".join(f"; left out {q} ({reason})" for q, reason in left_out[before:][:3])
                 raise ImageReadError(
-                    f"{p}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and DICOM files)."
+                    f"{p}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and DICOM files){why}."
                 )
             found.extend(files)
         elif p.exists():
@@ -219,30 +263,75 @@ def find_images(inputs: Iterable[str | os.PathLike[str]], *, recursive: bool = F
                 raise _unsupported(p)
             found.append(p)
         else:
-            raise ImageReadError(f"{p}: no such file or folder.")
+            raise missing_path_error(p)
     return found
 
 
-def _images_in(folder: Path, recursive: bool) -> list[Path]:
-    """Images in ``folder``: plain/medical/video files, zarr stores, and DICOM folders as one each."""
+def _images_in(
+    folder: Path,
+    recursive: bool,
+    exclude: Callable[[Path], str | None] | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
+) -> list[Path]:
+    """Images in ``folder``: plain/medical/video files, zarr stores, and DICOM folders as one each
+    (and, ``recursive``, those below it, linked folders followed once)."""
     out: list[Path] = []
-    for root, dirs, names in os.walk(folder):
+    skipped = skipped if skipped is not None else []
+    seen: dict[tuple[int, int], Path] = {}
+    try:
+        st = os.stat(folder)
+        seen[(st.st_dev, st.st_ino)] = folder
+    except OSError:
+        pass
+
+    def unreadable(exc: OSError) -> None:
+        skipped.append((Path(exc.filename or folder), f"cannot be read ({exc.strerror or exc})"))
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable, followlinks=recursive):
         here = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for d in dirs:
-            if d.lower().endswith(".zarr"):
-                out.append(here / d)
-        dirs[:] = [d for d in dirs if recursive and not d.lower().endswith(".zarr")]
+        keep = []
+        for d in sorted(dirs):
+            sub = here / d
+            if d.startswith("."):
+                continue
+            reason = exclude(sub) if exclude is not None else None
+            if reason:
+                skipped.append((sub, reason))
+            elif d.lower().endswith(".zarr"):
+                out.append(sub)
+            elif recursive:
+                try:
+                    st = os.stat(sub)
+                except OSError as exc:
+                    skipped.append((sub, f"cannot be read ({exc.strerror or exc})"))
+                    continue
+                key = (st.st_dev, st.st_ino)
+                if key in seen:
+                    skipped.append(
+                        (sub, f"the folder {seen[key]} again, through a symbolic link: searched once")
+                    )
+                    continue
+                seen[key] = sub
+                keep.append(d)
+        dirs[:] = keep
         has_dicom = False
         for name in sorted(names):
-            f = here / name
             if name.startswith("."):
+                continue
+            f = here / name
+            problem = link_problem(f)
+            if problem:
+                skipped.append((f, problem))
                 continue
             suffix = full_suffix(f)
             if suffix in (".dcm", ".dicom") or (suffix not in IMAGE_SUFFIXES and is_dicom_file(f)):
                 has_dicom = True
             elif suffix in IMAGE_SUFFIXES:
-                out.append(f)
+                reason = exclude(f) if exclude is not None else None
+                if reason:
+                    skipped.append((f, reason))
+                else:
+                    out.append(f)
         if has_dicom:
             out.append(here)
     return sorted(out)

@@ -69,8 +69,10 @@ def read_plain(path: Path, *, lazy: bool = False, kind: Kind = "image") -> Image
     except ImageReadError:
         raise
     except Exception as exc:  # every reader has its own exception types
+        codec = _missing_codec(path, exc) if suffix in (".tif", ".tiff") else None
         raise ImageReadError(
-            f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}). "
+            codec
+            or f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}). "
             "Is the file complete and of the type its extension says?"
         ) from exc
     if 0 in image.shape:  # readers return empty arrays for some truncated files
@@ -81,6 +83,30 @@ def read_plain(path: Path, *, lazy: bool = False, kind: Kind = "image") -> Image
     image.source = path
     image.format = _FORMAT.get(suffix, suffix.lstrip("."))
     return image
+
+
+def _missing_codec(path: Path, exc: Exception) -> str | None:
+    """A message naming the compression and the fix when tifffile lacks a codec; else None.
+
+    LZW, JPEG, zstd, JPEG 2000, WebP... TIFFs (what Fiji, slide scanners and microscopes often
+    write) are decoded by the ``imagecodecs`` package, a dependency; a partial install lacks it.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    if not (isinstance(exc, ImportError) or "imagecodecs" in text):
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            compression = tif.pages[0].compression
+        name = getattr(compression, "name", str(compression))
+    except Exception:
+        name = "a compression scheme"
+    return (
+        f"{path}: the image is compressed with {name} and the codec that decodes it is missing "
+        f"({text}). Install it with `pip install imagecodecs` (napari-madgnet depends on it; a partial "
+        "install can lack it), or save the image without compression."
+    )
 
 
 def _guessed(data: Any, **kwargs: Any) -> ImageFile:

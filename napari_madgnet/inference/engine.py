@@ -135,7 +135,9 @@ class _Outputs:
                 raise FileExistsError(
                     f"{self.target} exists; pass overwrite=True (CLI: --overwrite) to replace it."
                 )
-            self.tmp = self.target.with_name(f".{self.target.name}.{time.time_ns()}.tmp")
+            from napari_madgnet.atomic import temp_sibling
+
+            self.tmp = temp_sibling(self.target)  # a name io.remove_stale_temp_files knows
 
     def allocate(self, n_classes: int) -> None:
         out_shape = self.layout.output_shape

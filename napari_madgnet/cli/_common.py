@@ -62,9 +62,12 @@ def user_errors(func: Callable[..., int]) -> Callable[..., int]:
 
 
 @contextlib.contextmanager
-def stop_on_signals(token: CancelToken, what: str = "training") -> Iterator[CancelToken]:
+def stop_on_signals(
+    token: CancelToken, what: str = "training", *, note: str | None = None
+) -> Iterator[CancelToken]:
     """While the body runs, the first Ctrl-C (SIGINT) or SIGTERM asks ``token`` to stop (the job
     ends after its current step and keeps what Stop keeps); a second Ctrl-C interrupts at once.
+    ``note``: what the user is told instead of the training message (e.g. for ``predict``).
 
     Handlers can only be set from the main thread; elsewhere this does nothing.
     """
@@ -78,12 +81,11 @@ def stop_on_signals(token: CancelToken, what: str = "training") -> Iterator[Canc
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
         name = signal.Signals(signum).name
-        print(
-            f"\n{name}: stopping {what} after the current step and keeping the best model so far "
-            "(press Ctrl-C again to abort at once, keeping nothing new).",
-            file=sys.stderr,
-            flush=True,
+        text = note or (
+            f"stopping {what} after the current step and keeping the best model so far "
+            "(press Ctrl-C again to abort at once, keeping nothing new)."
         )
+        print(f"\n{name}: {text}", file=sys.stderr, flush=True)
         token.cancel()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -5,9 +5,14 @@ Masks go to ``OUT/<stem>_mask.tif`` (or .png/.zarr); ``--save-probabilities`` ad
 ``medical`` extra) are segmented plane by plane along their slice axis and their masks written in
 the same family with the same geometry (NIfTI for NIfTI and DICOM, NRRD, MHA); videos (the
 ``video`` extra) give ``<stem>_mask.tif`` (a page per frame) and ``<stem>_overlay.mp4``.
-Inputs are never overwritten and existing outputs are refused unless ``--overwrite``. One failing
-file does not stop the others; the exit code is 0 only when all succeeded. Under ``torchrun`` each
-process takes its share of the files (RANK/WORLD_SIZE) and its own GPU (LOCAL_RANK).
+Inputs are never overwritten and existing outputs are refused unless ``--overwrite``;
+``--skip-existing`` continues an interrupted run (complete output sets are skipped, incomplete
+ones redone). One failing file does not stop the others; the exit code is 0 only when all
+succeeded (130 when stopped by Ctrl-C/SIGTERM, which finishes nothing half-way). The output
+folder holds a JSON log, ``madgnet-predict-<time>.json``, rewritten as files finish: per file its
+status, outputs, resolved axes, normalisation range, geometry, device and full provenance. Under
+``torchrun`` each process takes its share of the files (RANK/WORLD_SIZE) and its own GPU
+(LOCAL_RANK).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import argparse
 import datetime as _dt
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -74,8 +80,18 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--series", help="SeriesInstanceUID to read from DICOM folders holding several series")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.tif")
     p.add_argument("--config", type=Path, help="YAML file of InferenceConfig settings; flags override it")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--recursive", action="store_true", help="look into sub-folders")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="continue an interrupted run: skip inputs whose outputs are all there, redo incomplete ones",
+    )
+    p.add_argument(
+        "--recursive",
+        action="store_true",
+        help="look into sub-folders (linked ones too; the output folder and earlier outputs are left out)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("image layout and intensities")
     g.add_argument("--axes", help="axes of the images, e.g. YX, YXC, ZYX, TZYX, CYX (default: guessed)")
@@ -198,6 +214,157 @@ def _device_for_rank(device: str, world: int, local_rank: int) -> str:
     return device
 
 
+def check_output_folder(out: Path, *, keep: bool = False) -> None:
+    """Fail before any work when masks cannot be written to ``out`` (a file, read-only, no
+    permission); creates nothing that stays unless ``keep`` (torchrun: the ranks share the
+    folder, and one must not remove it under another). Raises ``UserError``."""
+    import tempfile
+
+    from napari_madgnet.errors import UserError
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"The output {out} is a file, not a folder; give a folder for the masks (-o).")
+    created = []
+    p = out.absolute()
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"The output folder {out} cannot be made: {p} is a file. Choose another folder (-o).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"Cannot write into the output folder {out} ({exc.strerror or exc}); choose another folder (-o)."
+        ) from exc
+    finally:
+        for folder in [] if keep else created:  # made only to try: the run makes it again
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+#: Names ``madgnet predict`` gives its outputs (``<stem>_mask.tif``...) and its logs.
+_OUTPUT_NAME = re.compile(r"_(mask|probabilities|overlay)\.[A-Za-z0-9.]+$")
+_LOG_GLOB = "madgnet-predict-*.json"
+
+
+def output_exclusions(out: Path) -> Any:
+    """A ``find_images(exclude=...)`` rule: leave out the output folder, and this command's outputs
+    in folders that hold one of its logs (an output folder of an earlier run), with the reason."""
+    out_real = os.path.realpath(out)
+    outputs: dict[str, tuple[set[str], str] | None] = {}
+
+    def listed(folder: Path) -> tuple[set[str], str] | None:
+        key = os.path.realpath(folder)
+        if key not in outputs:
+            logs = sorted(folder.glob(_LOG_GLOB))
+            names: set[str] = set()
+            for log in logs:
+                try:
+                    data = json.loads(log.read_text())
+                    names.update(Path(o).name for f in data.get("files", []) for o in f.get("outputs", []))
+                except (OSError, ValueError, AttributeError, TypeError):
+                    continue
+            outputs[key] = (names, logs[-1].name) if logs else None
+        return outputs[key]
+
+    def exclude(path: Path) -> str | None:
+        if os.path.realpath(path) == out_real:
+            return "the output folder (-o)"
+        found = listed(path.parent)
+        if found is not None and (path.name in found[0] or _OUTPUT_NAME.search(path.name)):
+            return f"an output of an earlier madgnet predict run (log {found[1]})"
+        return None
+
+    return exclude
+
+
+def output_state(paths: dict[str, Path]) -> str:
+    """ "complete" (every output of the set exists), "partial" or "none"."""
+    there = [p.exists() for p in paths.values()]
+    return "complete" if all(there) else "partial" if any(there) else "none"
+
+
+def file_record(result_provenance: dict[str, Any]) -> dict[str, Any]:
+    """What a result was made with, in plain fields for the log (issue 12): resolved axes, input
+    shape and dtype, normalisation method and range, geometry, sizes, device."""
+    resolved = result_provenance.get("resolved") or {}
+    given = resolved.get("input") or {}
+    norm = resolved.get("normalization") or {}
+    return {
+        "axes": given.get("axes"),
+        "shape": given.get("shape"),
+        "dtype": given.get("dtype"),
+        "channels": resolved.get("channels"),
+        "normalization": {
+            "method": norm.get("method"),
+            "range": norm.get("range"),
+            "source": norm.get("source"),
+        },
+        "geometry": resolved.get("geometry"),
+        "input_size": resolved.get("input_size"),
+        "tile_size": resolved.get("tile_size"),
+        "device": resolved.get("device"),
+        "fell_back_to_cpu": resolved.get("fell_back_to_cpu"),
+    }
+
+
+class RunLog:
+    """``OUT/madgnet-predict-<time>[-rankN].json``: the run's settings and a record per file,
+    rewritten atomically as files finish (at most about once a second, and at the end), so an
+    interrupted run leaves a log of what it did."""
+
+    def __init__(self, out: Path, header: dict[str, Any], rank: int, world: int) -> None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = f"madgnet-predict-{stamp}{f'-rank{rank}' if world > 1 else ''}"
+        self.path: Path | None = None
+        for i in range(1, 100):  # two runs started in the same second keep two logs
+            candidate = out / (f"{base}.json" if i == 1 else f"{base}-{i}.json")
+            try:
+                with open(candidate, "x"):
+                    pass
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                print(f"warning: cannot write the run log in {out}: {exc}", file=sys.stderr)
+                break
+            self.path = candidate
+            break
+        self.data: dict[str, Any] = {**header, "status": "running", "files": []}
+        self._last = 0.0
+        self._cost = 0.0
+        self.flush(force=True)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.data["files"].append(record)
+        self.flush()
+
+    def finish(self, status: str, summary: dict[str, Any]) -> None:
+        self.data.update(status=status, summary=summary, ended=_dt.datetime.now().astimezone().isoformat())
+        self.flush(force=True)
+
+    def flush(self, force: bool = False) -> None:
+        if self.path is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < max(1.0, 10 * self._cost):
+            return  # a long run's log is rewritten often, not after every one of 10,000 files
+        from napari_madgnet.io import atomic_path
+
+        try:
+            with atomic_path(self.path, overwrite=True) as tmp:
+                tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        except OSError as exc:
+            print(f"warning: could not write the run log {self.path}: {exc}", file=sys.stderr)
+            self.path = None
+        self._last = time.monotonic()
+        self._cost = self._last - now
+
+
 def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, notes=None) -> dict[str, Any]:
     import dataclasses
 
@@ -230,7 +397,12 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, 
             overwrite=overwrite, progress=show,
         )  # fmt: skip
         provenance = {**done["provenance"], "input_axes": axes_info}
-        return {"outputs": done["outputs"], "provenance": provenance, **axes_info}
+        return {
+            "outputs": done["outputs"],
+            **file_record(done["provenance"]),
+            "provenance": provenance,
+            **axes_info,
+        }
     stored_axes = config.axes or image.axes  # the file's axes unless --axes: volumes are ZYX
     data, engine_axes = image.data, stored_axes
     if stored_axes is not None:
@@ -263,23 +435,39 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, 
                 p.unlink(missing_ok=True)
             raise
     provenance = {**result.provenance, "input_axes": axes_info}
-    return {"outputs": [str(p) for p in written], "provenance": provenance, **axes_info}
+    return {
+        "outputs": [str(p) for p in written],
+        **file_record(result.provenance),
+        "provenance": provenance,
+        **axes_info,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from napari_madgnet.io import ImageReadError, find_images
+    from napari_madgnet.cli._common import EXIT_STOPPED, stop_on_signals
+    from napari_madgnet.errors import is_user_error
+    from napari_madgnet.io import ImageReadError, find_images, remove_stale_temp_files
+    from napari_madgnet.jobs import CancelToken
 
+    left_out: list[tuple[Path, str]] = []
     try:
         config = build_config(args)
         rank, world, local_rank = distributed_rank()
-        files = find_images(args.inputs, recursive=args.recursive)
+        check_output_folder(args.output, keep=world > 1)  # before the model loads or anything runs
+        files = find_images(
+            args.inputs, recursive=args.recursive, exclude=output_exclusions(args.output), skipped=left_out
+        )
         plan = plan_outputs(files, args.output, args.format, args.save_probabilities)
-    except (ValueError, ImageReadError) as exc:
+        mine = shard_files(files, rank, world)
+        if not (args.overwrite or args.skip_existing):
+            _refuse_existing(mine, plan)
+    except Exception as exc:
+        if not (is_user_error(exc) or isinstance(exc, ValueError | ImageReadError)):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    mine = shard_files(files, rank, world)
     import dataclasses
 
     config = dataclasses.replace(config, device=_device_for_rank(config.device, world, local_rank))
@@ -299,65 +487,113 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 2
     tag = f"[rank {rank}/{world}] " if world > 1 else ""
-    records: list[dict[str, Any]] = []
-    failures = 0
-    bar = tqdm(mine, desc=f"{tag}predict", unit="image", disable=args.quiet, file=sys.stderr)
+    args.output.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(args.output)  # what a killed run's interrupted writes left
+    for path, reason in left_out[:10]:
+        print(f"{tag}note: left out {path}: {reason}", file=sys.stderr)
+    if len(left_out) > 10:
+        print(f"{tag}note: ... and {len(left_out) - 10} more left out (listed in the log)", file=sys.stderr)
+    log = RunLog(
+        args.output,
+        {
+            "model": str(args.model),
+            "config": config.to_dict(),
+            "rank": rank,
+            "world_size": world,
+            "started": _dt.datetime.now().astimezone().isoformat(),
+            "skip_existing": args.skip_existing,
+            "left_out": [{"path": str(p), "reason": r} for p, r in left_out],
+        },
+        rank,
+        world,
+    )
     from napari_madgnet.imagefile import AxesNotes
 
     notes = AxesNotes()  # one note per guessed layout, not one per file
-    for f in bar:
-        start = time.perf_counter()
-        record: dict[str, Any] = {"input": str(f)}
-        try:
-            record.update(
-                _predict_one(
-                    f,
-                    plan[f],
-                    model,
-                    config,
-                    args.overwrite,
-                    None if args.quiet else bar,
-                    series=args.series,
-                    notes=notes,
-                )
-            )
-            record["status"] = "ok"
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            failures += 1
-            record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            message = f"{tag}FAILED {f}: {exc}"
-            (bar.write(message, file=sys.stderr) if not args.quiet else print(message, file=sys.stderr))
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        records.append(record)
-    bar.close()
-    ok = len(mine) - failures
-    log = _write_log(args.output, records, config, args.model, rank, world)
-    print(
-        f"{tag}{ok}/{len(mine)} image(s) segmented, {failures} failed; outputs in {args.output}"
-        + (f"; log {log}" if log else ""),
+    counts = {"segmented": 0, "skipped": 0, "failed": 0, "not_done": 0}
+    token = CancelToken()
+    interrupted = False
+    bar = tqdm(mine, desc=f"{tag}predict", unit="image", disable=args.quiet, file=sys.stderr)
+    stop_note = (
+        "stopping after the current image (nothing is left half-written; rerun with --skip-existing "
+        "to continue). Press Ctrl-C again to stop at once."
     )
-    return 0 if failures == 0 else 1
+    with stop_on_signals(token, "prediction", note=stop_note):
+        for index, f in enumerate(bar):
+            if token.cancelled:
+                interrupted = True
+                counts["not_done"] = len(mine) - index
+                break
+            start = time.perf_counter()
+            record: dict[str, Any] = {"input": str(f)}
+            overwrite = args.overwrite
+            state = output_state(plan[f])
+            if args.skip_existing and state == "complete":
+                counts["skipped"] += 1
+                record.update(
+                    status="skipped",
+                    reason="its outputs exist (--skip-existing)",
+                    outputs=[str(p) for p in plan[f].values()],
+                )
+                log.add(record)
+                continue
+            if args.skip_existing and state == "partial":
+                overwrite = True  # an incomplete set from an interrupted run is made again whole
+                record["redone"] = "its outputs were incomplete"
+            try:
+                record.update(
+                    _predict_one(
+                        f,
+                        plan[f],
+                        model,
+                        config,
+                        overwrite,
+                        None if args.quiet else bar,
+                        series=args.series,
+                        notes=notes,
+                    )
+                )
+                record["status"] = "ok"
+                counts["segmented"] += 1
+            except KeyboardInterrupt:  # a second Ctrl-C: stop at once
+                interrupted = True
+                counts["not_done"] = len(mine) - index
+                record.update(
+                    status="interrupted", error="stopped before this image was finished; nothing written"
+                )
+                log.add(record)
+                break
+            except Exception as exc:
+                counts["failed"] += 1
+                record.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                message = f"{tag}FAILED {f}: {exc}"
+                (bar.write(message, file=sys.stderr) if not args.quiet else print(message, file=sys.stderr))
+            record["seconds"] = round(time.perf_counter() - start, 3)
+            log.add(record)
+    bar.close()
+    log.finish("interrupted" if interrupted else "finished", counts)
+    parts = [f"{counts['segmented']}/{len(mine)} image(s) segmented"]
+    if counts["skipped"]:
+        parts.append(f"{counts['skipped']} skipped (outputs exist)")
+    parts.append(f"{counts['failed']} failed")
+    if interrupted:
+        parts.append(f"{counts['not_done']} not done (stopped; rerun with --skip-existing to continue)")
+    print(
+        f"{tag}{', '.join(parts)}; outputs in {args.output}" + (f"; log {log.path}" if log.path else ""),
+    )
+    if interrupted:
+        return EXIT_STOPPED
+    return 0 if counts["failed"] == 0 else 1
 
 
-def _write_log(out: Path, records, config, model, rank: int, world: int) -> Path | None:
-    """A JSON record of the run (settings, model, per-file status and provenance)."""
-    if not records:
-        return None
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out / f"madgnet-predict-{stamp}{f'-rank{rank}' if world > 1 else ''}.json"
-    data = {
-        "model": str(model),
-        "config": config.to_dict(),
-        "rank": rank,
-        "world_size": world,
-        "files": records,
-    }
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=1, default=str))
-    except OSError as exc:
-        print(f"warning: could not write the run log {path}: {exc}", file=sys.stderr)
-        return None
-    return path
+def _refuse_existing(files: list[Path], plan: dict[Path, dict[str, Path]]) -> None:
+    """Without --overwrite or --skip-existing, outputs that exist stop the run before it starts."""
+    from napari_madgnet.errors import UserError
+
+    there = [p for f in files for p in plan[f].values() if p.exists()]
+    if there:
+        raise UserError(
+            f"{len(there)} output(s) exist already ({there[0]}{', ...' if len(there) > 1 else ''}); pass "
+            "--skip-existing to continue an interrupted run (complete outputs are kept), or --overwrite "
+            "to replace them."
+        )

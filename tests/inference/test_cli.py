@@ -102,8 +102,8 @@ def test_existing_outputs_are_refused_unless_overwrite(image_folder, checkpoint,
     assert main(["predict", str(src), "-m", str(checkpoint), "-o", str(out), "-q"]) == 0
     target = out / "grey_mask.tif"
     stamp = target.stat().st_mtime_ns
-    assert main(["predict", str(src), "-m", str(checkpoint), "-o", str(out), "-q"]) == 1
-    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["predict", str(src), "-m", str(checkpoint), "-o", str(out), "-q"]) == 2  # before any work
+    assert "exist already (" in (err := capsys.readouterr().err) and "--overwrite" in err
     assert target.stat().st_mtime_ns == stamp
     assert main(["predict", str(src), "-m", str(checkpoint), "-o", str(out), "-q", "--overwrite"]) == 0
 

@@ -81,6 +81,10 @@ def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) ->
     model_path = out / "nuclei_model.pt"
     if model_path.exists():
         model_path.unlink()  # the demo's own output from an earlier run
+    if (out / "run").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "run")  # and its run folder (a new run refuses an earlier run's folder)
     t0 = time.perf_counter()
     c0 = time.process_time()
     from tqdm import tqdm

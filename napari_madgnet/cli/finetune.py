@@ -1,4 +1,8 @@
-"""``madgnet finetune --image I --labels L [--from MODEL] [--out M.pt | --name NAME]``: adapt MADGNet."""
+"""``madgnet finetune --image I --labels L [--from MODEL] [--out M.pt | --name NAME]``: adapt MADGNet.
+
+``madgnet finetune --resume RUN_DIR`` continues a run that was killed, failed or stopped, with the
+settings, data files and state its run folder holds.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +25,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "stack only planes that carry labels are used. The model is saved to the models folder "
         "(MADGNET_MODELS_DIR) under --name, or to --out and listed there by name, so the napari plugin "
         "and `madgnet predict -m NAME` find it. Ctrl-C stops after the current step and keeps the best "
-        "model so far (exit status 130).",
+        "model so far (exit status 130); --resume RUN_DIR continues a stopped, killed or failed run.",
     )
     g = p.add_argument_group("data")
-    g.add_argument("--image", required=True, type=Path, help="the image file (tif, png, jpg, npy, zarr...)")
-    g.add_argument("--labels", required=True, type=Path, help="its labels: same pixels, integer values")
+    g.add_argument(
+        "--image", type=Path, default=None, help="the image file (tif, png, jpg, npy, zarr...); required"
+    )
+    g.add_argument(
+        "--labels", type=Path, default=None, help="its labels: same pixels, integer values; required"
+    )
     g.add_argument(
         "--label-mode",
         choices=LABEL_MODES,
@@ -85,15 +93,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     g.add_argument("--seed", type=int, default=None, help=f"random seed (default: {preset.seed})")
+    g.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR (the run folder a run names: <model>_run) from its last saved "
+        "state, with its own settings; --image/--labels only if its files moved (same content), "
+        "--device to change the device",
+    )
     p.set_defaults(func=run)
+
+
+#: Options that belong to a new run; a resumed run takes them from its run folder.
+_NEW_RUN_ONLY = (
+    "label_mode", "axes", "channel", "from_model", "init", "backbone", "out", "name", "config", "steps",
+    "epochs", "validate_every", "lr", "patch_size", "batch_size", "seed",
+)  # fmt: skip
 
 
 @user_errors
 def run(args: argparse.Namespace) -> int:
+    from napari_madgnet.errors import UserError
     from napari_madgnet.jobs import CancelToken
     from napari_madgnet.training import TrainConfig, finetune
-    from napari_madgnet.training.finetune import describe_result
 
+    if args.resume is not None:
+        return _resume(args)
+    if args.image is None or args.labels is None:
+        raise UserError("Give the data: --image FILE --labels FILE (or --resume RUN_DIR to continue a run).")
     preset = TrainConfig.finetune(from_model=args.from_model)
     cfg = TrainConfig.from_yaml(args.config) if args.config else preset
     mapping = {
@@ -127,13 +155,50 @@ def run(args: argparse.Namespace) -> int:
                 channel=args.channel,
                 cancel=token,
                 image_name=args.image.name,
+                sources={"image": args.image, "labels": args.labels},
                 callback=callback,
             )
     finally:
         close()
+    return _report(result)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from napari_madgnet.errors import UserError
+    from napari_madgnet.jobs import CancelToken
+    from napari_madgnet.training import resume_finetune
+
+    given = [f"--{k.replace('_', '-')}" for k in _NEW_RUN_ONLY if getattr(args, k, None) not in (None, False)]
+    if args.no_register:
+        given.append("--no-register")
+    if given:
+        raise UserError(
+            f"--resume continues the run with the settings it started with; leave out {', '.join(given)} "
+            "(only --image, --labels and --device may be given, for moved files or another device)."
+        )
+    callback, close = tqdm_callback("fine-tuning")
+    token = CancelToken()
+    try:
+        with stop_on_signals(token, "fine-tuning"):
+            result = resume_finetune(
+                args.resume, args.image, args.labels, device=args.device, cancel=token, callback=callback
+            )
+    finally:
+        close()
+    return _report(result)
+
+
+def _report(result) -> int:
+    """Print how the run ended; exit 130 when stopped, 1 when the model is not where asked."""
+    from napari_madgnet.training.finetune import describe_result
+
     print(describe_result(result))
+    if result.stopped == "cancelled" and result.out_dir is not None:
+        print(f"Continue it with: madgnet finetune --resume {result.out_dir}")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if result.save_error:
+        return 1
     return EXIT_STOPPED if result.stopped == "cancelled" else 0
 
 

@@ -6,6 +6,7 @@ Public API::
     iter_train(cfg, data, ...) -> generator of jobs.Progress, returns TrainResult
     train(cfg, data, callback=None, ...) -> TrainResult
     iter_finetune / finetune(image, labels, config=..., from_model=..., out=..., name=...) -> TrainResult
+    iter_resume_finetune / resume_finetune(run_dir, image=None, labels=None) -> TrainResult
     describe_result(result) -> str        # how a run ended and what was kept where
     data_from_arrays(image, labels, cfg), data_from_config(cfg) -> TrainData
 """
@@ -19,6 +20,8 @@ from napari_madgnet.training.finetune import (
     describe_result,
     finetune,
     iter_finetune,
+    iter_resume_finetune,
+    resume_finetune,
 )
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
     "describe_result",
     "finetune",
     "iter_finetune",
+    "iter_resume_finetune",
     "iter_train",
+    "resume_finetune",
     "train",
 ]

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from napari_madgnet.device import autocast, resolve_device
 from napari_madgnet.errors import UserError
+from napari_madgnet.io import remove_stale_temp_files
 from napari_madgnet.jobs import Cancelled, CancelToken, Progress, run_to_end
 from napari_madgnet.training import checkpoint as ckpt
 from napari_madgnet.training import distributed
@@ -42,6 +43,7 @@ from napari_madgnet.training.data import AnyItem, StreamSampler, TrainStream, ch
 from napari_madgnet.training.host_memory import keep_freed_memory
 from napari_madgnet.training.losses import esdm_loss
 from napari_madgnet.training.modelio import build_model, save_trained, unwrap
+from napari_madgnet.training.runs import TRAIN_LOG, check_space, rescue_save
 
 
 class TrainingError(UserError, RuntimeError):
@@ -75,6 +77,9 @@ class TrainResult:
     total_steps: int = 0  # the planned number of optimiser steps
     model_name: str | None = None  # the registry name the saved model is listed under
     warnings: list[str] = field(default_factory=list)
+    #: set when the model could not be written where asked: what happened and where it was kept
+    #: instead (``model_path`` then names that place)
+    save_error: str | None = None
 
     @property
     def steps(self) -> int:
@@ -215,10 +220,18 @@ def iter_train(
 
     ``out_dir`` receives ``last_state.pt`` (resume), ``best.pt`` (a saved model), and
     ``train_log.jsonl``; ``resume=True`` continues from ``out_dir/last_state.pt`` (or give a
-    path). ``model_path``: where the final model (the best validated weights) is saved with
-    ``save_model``. Cancelling stops after the current step, saves the state and returns like a
-    finished run (``stopped="cancelled"``, the best model so far written to ``model_path``);
-    ``jobs.Cancelled`` is raised only when no step was done.
+    path): model, optimiser, scheduler, scaler, step and history are restored (the start model
+    is not needed again), and the log is cut back to the restored step, so it ends up as the
+    uninterrupted run's. Without ``resume`` the log starts empty. ``model_path``: where the final
+    model (the best validated weights) is saved with ``save_model``. Cancelling stops after the
+    current step, saves the state and returns like a finished run (``stopped="cancelled"``, the
+    best model so far written to ``model_path``); ``jobs.Cancelled`` is raised only when no step
+    was done.
+
+    Before the first step the free disk space is checked (``runs.check_space``: the state and
+    model sizes are known once the network is built). When the final save fails (a full disk),
+    the model is saved in the run folder or the system's temporary folder instead and
+    ``result.save_error`` says where; when even that fails, ``TrainingError`` names the state.
     """
     cfg.validate()
     if not data.train:
@@ -232,13 +245,26 @@ def iter_train(
     out = Path(out_dir) if out_dir else (Path(cfg.out_dir) if cfg.out_dir else None)
     if out is not None and info.is_main:
         check_writable(out)
+        remove_stale_temp_files(out)  # left by a killed run's interrupted atomic write
+    state_path = None
+    if resume:
+        state_path = out / ckpt.LAST_STATE if isinstance(resume, bool) and out else None
+        state_path = Path(resume) if not isinstance(resume, bool) else state_path
+        if state_path is None:
+            raise ValueError("resume=True needs out_dir (where last_state.pt is).")
 
     # The weights' initialisation is the only user of torch's global generator: seed it inside
     # fork_rng, so the caller's process (napari) keeps its own random state. Sampling and
     # augmentation draw from generators seeded by (seed, sample index): see data.TrainStream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        net = model if model is not None else build_model(cfg, data.num_classes)
+        if model is not None:
+            net = model
+        elif state_path is not None:
+            # the state holds every weight: no start model to find, no ImageNet download
+            net = build_model(cfg.replace(from_model=None, init="scratch"), data.num_classes)
+        else:
+            net = build_model(cfg, data.num_classes)
     layout = _memory_format(cfg, device)
     net.to(device, memory_format=layout).train()
     optim = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -249,16 +275,16 @@ def iter_train(
     scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
 
     start, history, best, bad = 0, [], {"dice": -1.0}, 0
-    if resume:
-        path = Path(resume) if not isinstance(resume, bool) else (out / ckpt.LAST_STATE if out else None)
-        if path is None:
-            raise ValueError("resume=True needs out_dir (where last_state.pt is).")
-        state = ckpt.load_state(path)
+    if state_path is not None:
+        state = ckpt.load_state(state_path)
         net.load_state_dict(state["model"])
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start, history, best, bad = state["step"], list(state["history"]), dict(state["best"]), state["bad"]
+    if out is not None and info.is_main:
+        check_space(net, out, Path(model_path) if model_path is not None else None)
+        _restart_log(out / TRAIN_LOG, start)
 
     wrapped: nn.Module = _Stages(net)
     if info.enabled:
@@ -284,6 +310,16 @@ def iter_train(
     def save_last(step: int) -> None:
         if out is None or not info.is_main:
             return
+        try:
+            _save_state(step)
+        except OSError as exc:
+            raise TrainingError(
+                f"Could not save the training state to {out / ckpt.LAST_STATE} at step {step} "
+                f"({exc.strerror or exc}). The state saved before it is kept there: free some space and "
+                "continue the run from it."
+            ) from exc
+
+    def _save_state(step: int) -> None:
         ckpt.save_state(
             out / ckpt.LAST_STATE,
             {
@@ -302,7 +338,7 @@ def iter_train(
 
     def log(record: dict[str, Any]) -> None:
         if out is not None and info.is_main:
-            with open(out / "train_log.jsonl", "a") as fh:
+            with open(out / TRAIN_LOG, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
     stopped = "finished"
@@ -412,12 +448,26 @@ def iter_train(
     # The returned model says how it must be applied (patch-sized tiles, normalisation), as if
     # it had been loaded from the saved file, so inference treats both the same way.
     final.checkpoint_info = {"config": final.config.to_dict(), **metadata}
+    save_error = None
     if model_path is not None and info.is_main:
         from napari_madgnet.model import read_checkpoint_info
 
-        saved = save_trained(final, model_path, metadata)
+        try:
+            saved = save_trained(final, model_path, metadata)
+        except OSError as exc:
+            saved, save_error = rescue_save(
+                lambda p: save_trained(final, p, metadata), Path(model_path), [out] if out else [], exc
+            )
+            if saved is None:
+                state = f"the training state {out / ckpt.LAST_STATE}" if out else "nothing"
+                raise TrainingError(
+                    f"{save_error} {state} holds the trained weights: continue the run once there is "
+                    "space, and the model is written again."
+                ) from exc
         final.checkpoint_info = read_checkpoint_info(saved)
-    return TrainResult(final, history, best if best.get("step") else {}, out, saved, stopped, total)
+    result = TrainResult(final, history, best if best.get("step") else {}, out, saved, stopped, total)
+    result.save_error = save_error
+    return result
 
 
 def train(
@@ -472,6 +522,28 @@ class _null:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def _restart_log(path: Path, keep_until: int) -> None:
+    """Start the step log of a run: empty for a new run; for a resumed one, the records up to the
+    restored step (steps logged after the last state was saved are done again)."""
+    if keep_until <= 0:
+        if path.exists():
+            path.unlink()
+        return
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if int(json.loads(line)["step"]) <= keep_until:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a kill
+    from napari_madgnet.io import atomic_path
+
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept))
 
 
 def check_writable(folder: Path) -> None:

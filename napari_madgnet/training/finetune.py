@@ -9,6 +9,7 @@ All checks run before the network is built, so a mistake costs seconds, not a tr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from collections.abc import Callable, Generator
@@ -18,10 +19,12 @@ from typing import Any
 
 from napari_madgnet.errors import UserError
 from napari_madgnet.jobs import CancelToken, Progress, run_to_end
+from napari_madgnet.training.checkpoint import BEST_MODEL, LAST_STATE
 from napari_madgnet.training.config import TrainConfig
 from napari_madgnet.training.data import items_from_arrays, items_from_folders, split_items
 from napari_madgnet.training.engine import TrainData, TrainResult, check_writable, iter_train
 from napari_madgnet.training.modelio import check_start_model
+from napari_madgnet.training.runs import update_run_file
 
 #: Entry-point group through which training recipes (``src_train``) offer named datasets; the
 #: core never imports them by name.
@@ -110,6 +113,11 @@ class OutputPlan:
     run_dir: Path
 
 
+def default_name() -> str:
+    """``finetuned-<date>-<time>``: the name of a run that was given none."""
+    return f"finetuned-{dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
 def plan_output(
     out: str | os.PathLike[str] | None = None,
     name: str | None = None,
@@ -123,7 +131,8 @@ def plan_output(
     index card after training). Else ``folder``/``name``.pt (default folder: the models folder;
     default name: ``finetuned-<date>-<time>``). Names follow ``registry.check_name``. The run
     folder (checkpoints, log) defaults to ``<model stem>_run`` beside the model. Raises
-    ``RegistryError`` for a bad name, ``FileExistsError`` when the model file exists.
+    ``RegistryError`` for a bad name, ``FileExistsError`` when the model file exists. Running
+    the plan reserves it (``iter_finetune``): a second run with the same name is refused.
     """
     from napari_madgnet.paths import models_dir
     from napari_madgnet.registry import check_name, name_from
@@ -132,13 +141,132 @@ def plan_output(
         model_path = Path(out).expanduser()
         name = check_name(name) if name else name_from(model_path.stem)
     else:
-        name = check_name(name) if name else f"finetuned-{dt.datetime.now():%Y%m%d-%H%M%S}"
+        name = check_name(name) if name else default_name()
         model_path = Path(folder).expanduser() if folder else models_dir()
         model_path = model_path / f"{name}.pt"
     if model_path.exists():
         raise FileExistsError(f"{model_path} exists; choose another name or output file, or delete it first.")
-    run_dir = Path(work_dir) if work_dir else model_path.with_name(model_path.stem + "_run")
-    return OutputPlan(model_path, name, run_dir)
+    run_dir = Path(work_dir).expanduser() if work_dir else model_path.with_name(model_path.stem + "_run")
+    # absolute: run.json must still find them when the run is continued from another folder
+    return OutputPlan(model_path.absolute(), name, run_dir.absolute())
+
+
+class Reservation:
+    """What a running fine-tuning run holds: its registry name, model file and run folder, as
+    lock files (``locks.FileLock``) that a second run with the same name or folders cannot take,
+    and the folders it created (removed again when a failed run leaves nothing in them)."""
+
+    def __init__(self, plan: OutputPlan) -> None:
+        self.plan = plan
+        self.holder = f"fine-tuning '{plan.name}' (model {plan.model_path}, run folder {plan.run_dir})"
+        self.locks: list[Any] = []
+        self.created: list[Path] = []
+        self.notes: list[str] = []
+
+    def make_dirs(self, folder: Path) -> None:
+        missing = []
+        p = folder
+        while not p.exists() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PermissionError(
+                f"Cannot create the folder {folder} ({exc.strerror or exc}); choose another with --out."
+            ) from exc
+        self.created.extend(reversed(missing))
+
+    def lock(self, path: Path, resource: str) -> None:
+        from napari_madgnet.locks import FileLock
+
+        lock = FileLock(
+            path,
+            resource,
+            self.holder,
+            name=self.plan.name,
+            model_path=str(self.plan.model_path),
+            run_dir=str(self.plan.run_dir),
+        )
+        note = lock.acquire()
+        self.locks.append(lock)
+        if note:
+            self.notes.append(note)
+
+    def release(self, *, remove_created: bool = False) -> None:
+        """Give the locks back; ``remove_created``: also the folders this run made, when empty."""
+        while self.locks:
+            self.locks.pop().release()
+        if remove_created:
+            for folder in reversed(self.created):
+                try:
+                    folder.rmdir()  # only when empty: never anything but what this run made
+                except OSError:
+                    break
+            self.created.clear()
+
+
+def reserve_output(plan: OutputPlan, *, register: bool = True) -> Reservation:
+    """Take the locks of ``plan``: its registry name (when it will be registered), its model file
+    and its run folder (created here). Raises ``locks.LockedError`` naming the run that holds one;
+    the caller releases the returned ``Reservation`` when the run ends, however it ends."""
+    from napari_madgnet.paths import models_dir
+    from napari_madgnet.training.runs import LOCK_NAME
+
+    res = Reservation(plan)
+    try:
+        if register:
+            registry = models_dir()
+            res.make_dirs(registry)
+            res.lock(registry / f".name-{plan.name.lower()}.lock", f"The model name '{plan.name}'")
+        res.make_dirs(plan.model_path.parent)
+        res.lock(
+            plan.model_path.with_name(f".{plan.model_path.name}.lock"), f"The model file {plan.model_path}"
+        )
+        res.make_dirs(plan.run_dir)
+        res.lock(plan.run_dir / LOCK_NAME, f"The run folder {plan.run_dir}")
+    except BaseException:
+        res.release(remove_created=True)
+        raise
+    return res
+
+
+def _reserve(
+    out: str | os.PathLike[str] | None,
+    name: str | None,
+    folder: str | os.PathLike[str] | None,
+    work_dir: str | os.PathLike[str] | None,
+    register: bool,
+) -> tuple[OutputPlan, Reservation]:
+    """Plan and reserve; a run given no name takes the first free ``finetuned-<time>[-N]``, so two
+    runs started in the same second get two names instead of one refusal."""
+    from napari_madgnet.locks import LockedError
+    from napari_madgnet.training.runs import LOCK_NAME
+
+    if out is not None or name:
+        plan = plan_output(out, name, folder=folder, work_dir=work_dir)
+        return plan, reserve_output(plan, register=register)
+    base = default_name()
+    for i in range(1, 100):
+        candidate = base if i == 1 else f"{base}-{i}"
+        try:
+            plan = plan_output(None, candidate, folder=folder, work_dir=work_dir)
+            if register and _registered(candidate):
+                continue
+            return plan, reserve_output(plan, register=register)
+        except FileExistsError:
+            continue
+        except LockedError as exc:
+            if exc.path.name == LOCK_NAME and work_dir is not None:
+                raise  # the given run folder is busy whatever the name
+            continue
+    raise UserError(f"No free model name {base}-N found; pass --name.")
+
+
+def _registered(name: str) -> bool:
+    from napari_madgnet.registry import list_models
+
+    return any(e.name.lower() == name.lower() for e in list_models(read=False))
 
 
 def register_output(plan: OutputPlan) -> tuple[str, str | None]:
@@ -146,15 +274,30 @@ def register_output(plan: OutputPlan) -> tuple[str, str | None]:
     saved elsewhere gets an index card. Returns (the name to use, a warning or None): a taken
     name is not an error, the model file is saved all the same and usable by its path."""
     from napari_madgnet.paths import models_dir
-    from napari_madgnet.registry import register_model
+    from napari_madgnet.registry import list_models, register_model
 
     path = plan.model_path
     if path.parent.resolve() == models_dir().resolve():
         return path.stem, None
+    for entry in list_models(read=False):  # a continued run: its card is there already
+        if entry.name.lower() == plan.name.lower() and entry.path.resolve() == path.resolve():
+            return entry.name, None
     try:
         return register_model(path, plan.name).name, None
     except (UserError, FileExistsError) as exc:
         return str(path), f"The model was saved to {path} but not listed in the models folder: {exc}"
+
+
+def resumable_run(plan: OutputPlan) -> Any:
+    """The ``runs.RunInfo`` of the earlier run in ``plan``'s run folder when it can be continued
+    (a dock offers "Continue" then); None when the folder holds no such run."""
+    from napari_madgnet.training.runs import RunFolderError, read_run
+
+    try:
+        info = read_run(plan.run_dir)
+    except RunFolderError:
+        return None
+    return info if info.resumable else None
 
 
 def iter_finetune(
@@ -172,6 +315,7 @@ def iter_finetune(
     channel: int | None = None,
     cancel: CancelToken | None = None,
     image_name: str = "image",
+    sources: dict[str, str | os.PathLike[str]] | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Fine-tune on one annotated image/stack; yields Progress, returns the TrainResult.
 
@@ -179,24 +323,243 @@ def iter_finetune(
     name afterwards (``register_output``). Stopping through ``cancel`` keeps the best model so far
     (``result.stopped == "cancelled"``). ``image``: numpy, dask or zarr (read in this generator,
     i.e. in the caller's worker thread). ``axes``/``channel``: the image's layout.
+    ``sources``: ``{"image": path, "labels": path}``, the files the arrays were read from (the
+    CLI): ``run.json`` keeps their paths and sha256, so ``iter_resume_finetune`` finds and checks
+    them.
+
+    The run holds its name, model file and run folder (``reserve_output``) until it ends: a second
+    run with the same name or folder is refused with ``locks.LockedError`` naming this one. A run
+    folder that holds an earlier run is refused (``runs.UnfinishedRunError`` when that run can be
+    continued with ``iter_resume_finetune``). A run that fails before its first saved state
+    removes what it made; one that fails later keeps its folder, which can be continued.
     """
     cfg = config or TrainConfig.finetune(from_model=str(from_model) if from_model else None)
     if from_model is not None:
         cfg = cfg.replace(from_model=str(from_model))
     cfg.validate()
-    plan = plan_output(out, name, folder=folder, work_dir=work_dir)
+    if out is not None or name:
+        plan_output(out, name, folder=folder, work_dir=work_dir)  # a taken name fails before any work
     check_start_model(cfg)
-    check_writable(plan.model_path.parent)
-    data = data_from_arrays(image, labels, cfg, axes=axes, channel=channel, name=image_name)
-    if data.note:
-        yield Progress(0.0, data.note, {"warning": True, "note": data.note})
-    result = yield from iter_train(cfg, data, out_dir=plan.run_dir, cancel=cancel, model_path=plan.model_path)
+    plan, reservation = _reserve(out, name, folder, work_dir, register)
+    ours = failed = False  # ours: the run folder is this run's (not an earlier run's)
+    try:
+        for note in reservation.notes:
+            yield Progress(0.0, note, {"warning": True, "note": note})
+        _prepare_run_folder(plan)
+        ours = True
+        check_writable(plan.model_path.parent)
+        data = data_from_arrays(image, labels, cfg, axes=axes, channel=channel, name=image_name)
+        if data.note:
+            yield Progress(0.0, data.note, {"warning": True, "note": data.note})
+        _write_manifest(plan, cfg, data, register, axes, channel, image_name, sources)
+        return (yield from _train(plan, cfg, data, register=register, cancel=cancel, resume=False))
+    except BaseException as exc:
+        failed = True
+        if ours:
+            _record_failure(plan, exc, remove=True)
+        raise
+    finally:
+        reservation.release(remove_created=failed and not _kept_anything(plan))
+
+
+def iter_resume_finetune(
+    run_dir: str | os.PathLike[str],
+    image: Any = None,
+    labels: Any = None,
+    *,
+    cancel: CancelToken | None = None,
+    device: str | None = None,
+    register: bool | None = None,
+) -> Generator[Progress, None, TrainResult]:
+    """Continue a fine-tuning run from its folder after a kill, a crash or Stop; yields Progress.
+
+    Everything comes from the folder: settings, model file and name, data layout (``run.json``)
+    and model, optimiser, scheduler and scaler state, step and history (``last_state.pt``), so
+    the continued run ends as the uninterrupted one would have (sampling depends only on the seed
+    and the sample's index). ``image``/``labels``: the data the run started with, as arrays (a
+    dock's layers) or file paths; None: the files ``run.json`` names (CLI runs). Files must have
+    the sha256 the run started with, and the annotated planes the same fingerprint, else
+    ``UserError``. ``device``: train on another device than the run did. ``register``: None as the
+    run was started. A run that has not saved a state yet starts again from step 0 with its
+    settings. Raises ``runs.RunFolderError`` when there is nothing to continue.
+    """
+    from napari_madgnet.hashing import sha256_file
+    from napari_madgnet.training.runs import RunFolderError, data_fingerprint, now, read_run
+
+    info = read_run(run_dir)
+    if info.status == "running":
+        raise RunFolderError(f"{info.run_dir}: this run is still going ({info.describe()}).", info.run_dir)
+    if not info.resumable:
+        raise RunFolderError(
+            f"{info.run_dir}: this run ended ({info.describe()}); there is nothing to continue.", info.run_dir
+        )
+    manifest = info.manifest
+    plan = OutputPlan(info.model_path, info.name, info.run_dir)
+    register = bool(manifest.get("register", True)) if register is None else register
+    cfg = TrainConfig.from_dict(manifest["config"])
+    if device:
+        cfg = cfg.replace(device=device)
+    reservation = reserve_output(plan, register=register)
+    try:
+        for note in reservation.notes:
+            yield Progress(0.0, note, {"warning": True, "note": note})
+        _remove_stale_temps(plan)  # a killed run's interrupted writes
+        if plan.model_path.exists() and sha256_file(plan.model_path) != manifest.get("model_sha256"):
+            raise RunFolderError(
+                f"{plan.model_path} is not the model this run saved; move it away before continuing the run, "
+                "which writes its model there.",
+                plan.run_dir,
+            )
+        image = _resume_input(manifest, image, "image", lazy=True)
+        labels = _resume_input(manifest, labels, "labels", lazy=False)
+        data = data_from_arrays(
+            image,
+            labels,
+            cfg,
+            axes=manifest.get("axes"),
+            channel=manifest.get("channel"),
+            name=manifest.get("image_name", "image"),
+        )
+        if data_fingerprint(data) != manifest.get("data_sha256"):
+            raise UserError(
+                f"The image and labels differ from those the run in {plan.run_dir} started with; resuming "
+                "needs the same data. Start a new run for changed data."
+            )
+        state = (plan.run_dir / LAST_STATE).is_file()
+        if not state:
+            note = "The run had not saved a state yet: it starts again from step 0 with its settings."
+            yield Progress(0.0, note, {"warning": True, "note": note})
+        update_run_file(plan.run_dir, status="running", resumed_at=now(), pid=os.getpid())
+        return (yield from _train(plan, cfg, data, register=register, cancel=cancel, resume=state))
+    except BaseException as exc:
+        _record_failure(plan, exc, remove=False)  # the run stays continuable as it was
+        raise
+    finally:
+        reservation.release()
+
+
+def _resume_input(manifest: dict[str, Any], given: Any, role: str, *, lazy: bool) -> Any:
+    """The array to continue with: ``given`` (an array or a path) or the file ``run.json`` names,
+    files checked against the sha256 the run started with."""
+    from napari_madgnet.io import read_image, read_mask
+    from napari_madgnet.training.runs import check_file_record
+
+    def read(path: Any) -> Any:  # as `madgnet finetune` reads them: labels as label values
+        return read_mask(path) if role == "labels" else read_image(path, lazy=lazy)
+
+    record = (manifest.get("inputs") or {}).get(role)
+    if given is not None and not isinstance(given, str | os.PathLike):
+        return given
+    if record is None:
+        if given is None:
+            raise UserError(
+                f"This run was started from arrays (a napari layer), not files: give the {role} to continue "
+                "it (the Fine-tune dock continues it with the same layers)."
+            )
+        return read(given)
+    return read(check_file_record(record, given, role))
+
+
+def _prepare_run_folder(plan: OutputPlan) -> None:
+    """Refuse a folder holding an earlier run; clean what killed writers left in our folders."""
+    from napari_madgnet.training.runs import check_new_run_folder
+
+    check_new_run_folder(plan.run_dir)
+    _remove_stale_temps(plan)
+
+
+def _remove_stale_temps(plan: OutputPlan) -> None:
+    from napari_madgnet.io import remove_stale_temp_files
+
+    remove_stale_temp_files(plan.run_dir)
+    remove_stale_temp_files(plan.model_path.parent)
+
+
+def _write_manifest(
+    plan: OutputPlan,
+    cfg: TrainConfig,
+    data: TrainData,
+    register: bool,
+    axes: str | None,
+    channel: int | None,
+    image_name: str,
+    sources: dict[str, str | os.PathLike[str]] | None,
+) -> None:
+    from napari_madgnet import __version__
+    from napari_madgnet.locks import host_name
+    from napari_madgnet.training.engine import total_steps
+    from napari_madgnet.training.runs import RUN_FORMAT, data_fingerprint, file_record, now, write_run_file
+
+    write_run_file(
+        plan.run_dir,
+        {
+            "format": RUN_FORMAT,
+            "format_version": 1,
+            "name": plan.name,
+            "model_path": str(plan.model_path),
+            "register": register,
+            "axes": axes,
+            "channel": channel,
+            "image_name": image_name,
+            "inputs": {role: file_record(path) for role, path in (sources or {}).items()},
+            "data_sha256": data_fingerprint(data),
+            "config": cfg.to_dict(),
+            "total_steps": total_steps(cfg, data),
+            "status": "running",
+            "created_at": now(),
+            "host": host_name(),
+            "pid": os.getpid(),
+            "package_version": __version__,
+        },
+    )
+
+
+def _train(
+    plan: OutputPlan, cfg: TrainConfig, data: TrainData, *, register: bool, cancel: Any, resume: bool
+) -> Generator[Progress, None, TrainResult]:
+    """The engine on a reserved plan; then ``run.json`` says how it ended, and the model is listed."""
+    from napari_madgnet.hashing import sha256_file
+
+    result = yield from iter_train(
+        cfg, data, out_dir=plan.run_dir, cancel=cancel, model_path=plan.model_path, resume=resume
+    )
     result.model_name = plan.model_path.stem
-    if register and result.model_path is not None:
+    saved = result.model_path if result.save_error is None else None
+    update_run_file(
+        plan.run_dir,
+        status=result.stopped,
+        steps=result.steps,
+        total_steps=result.total_steps,
+        model_sha256=sha256_file(saved) if saved is not None else None,
+        save_error=result.save_error,
+    )
+    if result.save_error is not None:
+        if register:
+            result.warnings.append(f"The model was not listed as '{plan.name}' (it is not where it belongs).")
+    elif register and result.model_path is not None:
         result.model_name, warning = register_output(plan)
         if warning:
             result.warnings.append(warning)
     return result
+
+
+def _kept_anything(plan: OutputPlan) -> bool:
+    """A failed run keeps its folder once it holds a state or a model to continue from."""
+    return any((plan.run_dir / f).exists() for f in (LAST_STATE, BEST_MODEL))
+
+
+def _record_failure(plan: OutputPlan, exc: BaseException, *, remove: bool) -> None:
+    """A failed run's folder: its ``run.json`` says why when something is kept; else (``remove``)
+    the run's files go, and with them the folder when this run created it."""
+    from napari_madgnet.training.runs import RUN_FILE, TRAIN_LOG
+
+    if _kept_anything(plan) or not remove:
+        with contextlib.suppress(OSError):
+            update_run_file(plan.run_dir, status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+        return
+    for name in (RUN_FILE, TRAIN_LOG):
+        with contextlib.suppress(OSError):
+            (plan.run_dir / name).unlink(missing_ok=True)
 
 
 def finetune(
@@ -208,6 +571,18 @@ def finetune(
 ) -> TrainResult:
     """``iter_finetune`` driven to the end, with an optional progress callback."""
     return run_to_end(iter_finetune(image, labels, **kwargs), callback)
+
+
+def resume_finetune(
+    run_dir: str | os.PathLike[str],
+    image: Any = None,
+    labels: Any = None,
+    *,
+    callback: Callable[[Progress], None] | None = None,
+    **kwargs: Any,
+) -> TrainResult:
+    """``iter_resume_finetune`` driven to the end, with an optional progress callback."""
+    return run_to_end(iter_resume_finetune(run_dir, image, labels, **kwargs), callback)
 
 
 def describe_result(result: TrainResult) -> str:
@@ -223,10 +598,14 @@ def describe_result(result: TrainResult) -> str:
     text = f"{how} after {result.steps} step(s): kept {kept}"
     if dice is not None:
         text += f" (validation Dice {dice:.3f} at step {result.best.get('step')})"
-    if result.model_path is not None:
-        named = f" as '{result.model_name}'" if result.model_name and result.model_name != str(
-            result.model_path
-        ) else ""
+    if result.save_error:
+        text += f". {result.save_error.rstrip('.')}"
+    elif result.model_path is not None:
+        named = (
+            f" as '{result.model_name}'"
+            if result.model_name and result.model_name != str(result.model_path)
+            else ""
+        )
         text += f", saved{named} to {result.model_path}"
     if result.out_dir is not None:
         text += f". Run folder (log, resumable state): {result.out_dir}"

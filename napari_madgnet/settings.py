@@ -260,7 +260,7 @@ def check_fields(obj: Any) -> None:
                 check_fields(converted)
             except ConfigError as exc:
                 raise prefixed(f.name, exc) from None
-        if rule is not None and not _check_range(converted, rule):
+        if not _check_range(converted, rule or Rule()):  # floats are finite even without a rule
             raise config_error(f.name, f"must be {_expectation(tp, rule)}, got {_shown(value)}.")
         if converted is not value:
             object.__setattr__(obj, f.name, converted)

@@ -201,3 +201,47 @@ def test_shipped_recipes_still_load() -> None:
     for path in sorted((Path(__file__).parents[1] / "src_train" / "configs").glob("*.yaml")):
         cfg = TrainConfig.from_yaml(path)
         assert cfg.epochs >= 1 and cfg.lr > 0, path
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def test_cli_names_the_file_and_key_and_runs_nothing(tmp_path, capsys) -> None:
+    import tifffile
+
+    from napari_madgnet.cli import main
+
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, np.zeros((64, 64), np.uint8))
+    predict_cfg = tmp_path / "predict.yaml"
+    predict_cfg.write_text("tile_size: big\n")
+    code = main(
+        [
+            "predict",
+            str(image),
+            "-m",
+            "no-such-model",
+            "-o",
+            str(tmp_path / "o"),
+            "--config",
+            str(predict_cfg),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and f"{predict_cfg}: tile_size must be a whole number >= 32" in err
+    assert "Traceback" not in err and not (tmp_path / "o").exists()
+
+    marker = tmp_path / "ran"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"lr: !!python/object/apply:pathlib.Path.touch [!!python/object/apply:pathlib.Path ['{marker}']]\n"
+    )
+    args = ["finetune", "--image", str(image), "--labels", str(image), "--out", str(tmp_path / "m.pt")]
+    assert main([*args, "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert f"{recipe} (line 1, column 5): it uses a Python tag" in err and not marker.exists()
+    recipe.write_text("epochs: 0\n")
+    assert main([*args, "--config", str(recipe)]) == 2
+    assert f"{recipe}: epochs must be a whole number >= 1, got 0" in capsys.readouterr().err
+    for steps in ("-5", "0"):
+        assert main([*args, "--steps", steps]) == 2
+        assert "steps must be a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists()

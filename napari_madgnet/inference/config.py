@@ -64,8 +64,11 @@ class InferenceConfig:
 
     Layout: ``axes`` names the array's dimensions with T, Z, C, Y, X (e.g. "YX", "YXC", "TZYX";
     ``None`` guesses, see ``layout.guess_axes``); ``channel`` picks one channel of a multichannel
-    image (``None``: grey or RGB(A) as is). ``normalization``: a ``preprocess`` method name or dict;
-    ``None`` uses what the checkpoint was trained with, else "auto".
+    image (``None``: grey or RGB(A) as is). ``normalization``: a ``preprocess`` method name or dict
+    (or a ``Normalization``, stored as its dict); ``None`` uses what the checkpoint was trained with,
+    else "auto". ``range_per``: fit the intensity range once over the whole image or stack
+    ("image") or on each plane ("plane"); ``None`` does what the checkpoint was trained with, else
+    "image".
 
     Geometry: ``resize`` (the release's protocol: the whole plane resized to ``input_size``),
     ``tiles`` (sliding ``tile_size`` windows with ``overlap`` at ``scale`` x native resolution), or
@@ -97,6 +100,8 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         """Check every setting's type and range (``ConfigError`` naming it, dotted for
         ``postprocess.threshold``), the axes and the normalisation name."""
+        if isinstance(self.normalization, Normalization):  # kept as plain data, for YAML and provenance
+            self.normalization = self.normalization.to_dict()
         check_fields(self)
         if self.axes is not None:
             self.axes = check_axes(self.axes)

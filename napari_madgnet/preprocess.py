@@ -255,6 +255,25 @@ def fit_intensity(
     return _limit(lo, hi, sample, np.dtype(image.dtype), norm, yx or _default_yx(tuple(sample.shape)))
 
 
+#: The noise level is estimated on at most about this many pixels (a median needs few).
+_NOISE_SAMPLE = 1_000_000
+
+
+def _noise_sample(planes: np.ndarray) -> np.ndarray:
+    """Up to ``_NOISE_SAMPLE`` pixels of (..., H, W) planes, kept contiguous in Y and X (the noise
+    operator needs neighbours): evenly spaced planes, each cropped to its centre if it is large."""
+    h, w = planes.shape[-2:]
+    stack = planes.reshape(-1, h, w)
+    side = math.isqrt(_NOISE_SAMPLE)
+    if h * w > _NOISE_SAMPLE:  # one large plane: its centre
+        y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+        stack = stack[:, y0 : y0 + side, x0 : x0 + side]
+    n = max(1, _NOISE_SAMPLE // (stack.shape[1] * stack.shape[2]))
+    if stack.shape[0] > n:
+        stack = stack[np.linspace(0, stack.shape[0] - 1, n).round().astype(int)]
+    return stack
+
+
 def _limit(
     lo: float, hi: float, sample: np.ndarray, dtype: np.dtype, norm: Normalization, yx: tuple[int, int]
 ) -> IntensityRange:
@@ -270,7 +289,7 @@ def _limit(
             "is mapped to 0 (black).",
         )
     planes = np.moveaxis(sample, yx, (-2, -1))
-    noise = noise_sigma(planes) or 0.0
+    noise = noise_sigma(_noise_sample(planes)) or 0.0
     step = _step(dtype, max(abs(lo), abs(hi)))
     minimum = max(MIN_LEVELS * step, norm.min_snr * noise) if norm.min_snr > 0 else 0.0
     span = hi - lo

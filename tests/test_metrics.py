@@ -99,4 +99,5 @@ def test_paper_metrics_on_instance_ids_count_every_object() -> None:
     ids = np.zeros((40, 40), np.uint16)
     ids[5:15, 5:15], ids[20:30, 20:30] = 1, 9
     perfect = (ids > 0).astype(np.float32)
-    assert paper_metrics(perfect, ids)["DSC"] == pytest.approx(1.0, abs=1e-6)  # the release (> 9/2) keeps one: 0.67
+    # the release's gt / max > 0.5 kept only the object with id 9 (DSC 0.67)
+    assert paper_metrics(perfect, ids)["DSC"] == pytest.approx(1.0, abs=1e-6)

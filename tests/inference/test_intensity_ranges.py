@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from inference_helpers import rng_image
 
 from napari_madgnet.inference import InferenceConfig, segment
 from napari_madgnet.jobs import run_to_end
-
-from .inference_helpers import rng_image
 
 
 def _run(image, model, config=None):

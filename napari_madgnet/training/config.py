@@ -93,8 +93,9 @@ class DataConfig:
 class TrainConfig:
     """Everything a training run depends on; ``to_yaml``/``from_yaml`` store and restore it.
 
-    Every field is checked for its type and range when the config is made or changed
-    (``validate``), so a bad setting fails with its name before any data is read or model built.
+    Every field is checked for its type and range when the config is made, replaced or read
+    (``validate``, which training runs again first, also catches fields assigned later), so a bad
+    setting fails with its name before any data is read or model built.
     """
 
     # model

@@ -16,6 +16,12 @@ Two families live side by side because they answer different questions:
 This is an independent implementation written from the published descriptions; it was checked
 against values computed by the released code (tests/fixtures/official/metrics_reference.json).
 
+Ground truth reaches both families, ``madgnet evaluate`` and training through one rule,
+``binary_truth`` (see ``truth_kind``): a mask with one foreground value, or label ids, is ``> 0``;
+a black-and-white picture with grey edges (a JPEG mask) or a float mask with grey levels is
+``> max / 2``, as the release does. The paper metrics then apply
+the release's own arithmetic to that binary mask, which leaves it unchanged.
+
 Spacing-aware surface metrics for clinical evaluation, ``hd95``, ``assd`` and ``nsd`` (and
 ``surface_metrics`` for all three at once), for masks of any dimension, are re-exported here from
 ``napari_madgnet.surface_metrics``, which documents their definitions and empty-mask values.
@@ -49,6 +55,76 @@ STANDARD_METRICS: tuple[str, ...] = (
 _SMOOTH = 1e-5
 
 
+# ---------------------------------------------------------------------------------------- ground truth
+#: A mask is read as a black-and-white picture when at least this share of its non-zero pixels
+#: lie in the top tenth of its range (JPEG-compressed 0/255 masks of the nuclei sample: 0.68-0.77;
+#: label ids 1..N: about 0.1, one object in ten).
+_PICTURE_TOP_SHARE = 0.25
+
+
+def truth_kind(gt: np.ndarray) -> str:
+    """How ``binary_truth`` reads a ground-truth mask (any shape).
+
+    - ``"two-valued"``: booleans, or at most one value besides 0 (0/1, 0/255): foreground is > 0.
+    - ``"picture"``: integers with several non-zero values, a maximum in the upper half of the
+      dtype's range (>= 128 in 8 bits, >= 32768 in 16 bits), and at least a quarter of the non-zero
+      pixels in the top tenth of that maximum: a black-and-white picture whose edges went grey
+      (JPEG, resizing); foreground is > max / 2, the release's rule.
+    - ``"ids"``: other integer masks: instance or class ids (a labels layer, an instance mask),
+      whose objects spread over the values; foreground is > 0.
+    - ``"grey"``: floats with more than two values: foreground is > max / 2.
+    """
+    g = np.asarray(gt)
+    if g.dtype == bool:
+        return "two-valued"
+    if g.dtype.kind not in "iuf":
+        raise ValueError(f"A mask holds numbers, not {g.dtype}.")
+    nonzero = g[(g != 0) & ~np.isnan(g)] if g.dtype.kind == "f" else g[g != 0]
+    if nonzero.size == 0 or nonzero.min() == nonzero.max():
+        return "two-valued"
+    if g.dtype.kind == "f":
+        return "grey"
+    top = int(nonzero.max())
+    bright = top > np.iinfo(g.dtype).max // 2
+    if bright and np.count_nonzero(nonzero >= 0.9 * top) >= _PICTURE_TOP_SHARE * nonzero.size:
+        return "picture"
+    return "ids"
+
+
+def binary_truth(gt: np.ndarray) -> np.ndarray:
+    """The one binarisation of ground truth, shared by training, ``evaluate`` and both metric
+    families: a bool array of ``gt``'s shape (``truth_kind`` says which rule applies).
+
+    Two-valued masks and label ids: ``gt > 0``. Black-and-white pictures with grey edges and float
+    masks with grey levels: ``gt > max(gt) / 2`` (the release's ``gt / max > 0.5``). Use
+    ``truth_note`` to tell the user when grey levels were thresholded away.
+    """
+    g = np.asarray(gt)
+    kind = truth_kind(g)
+    if kind in ("two-valued", "ids"):
+        return g > 0
+    top = float(np.nanmax(g))
+    return g.astype(np.float64) > top / 2.0
+
+
+def truth_note(gt: np.ndarray, name: str = "the mask") -> str:
+    """A warning when a binary mask holds more than two values and grey levels were thresholded
+    (``"picture"``/``"grey"``), else "". Label ids (``"ids"``) are documented as foreground and
+    not warned about."""
+    g = np.asarray(gt)
+    kind = truth_kind(g)
+    if kind not in ("picture", "grey"):
+        return ""
+    top = float(np.nanmax(g))
+    n_values = "many" if g.dtype.kind == "f" else str(len(np.unique(g)))
+    return (
+        f"{name} is a binary mask with {n_values} different values (0..{top:g}: grey edges from JPEG "
+        f"compression or resizing?); it was binarised at > {top / 2:g} (half its maximum). Save masks "
+        "losslessly (PNG, TIFF) with one value for objects."
+    )
+
+
+# --------------------------------------------------------------------------------------------- helpers
 # --------------------------------------------------------------------------------------------- helpers
 def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
     arr = np.squeeze(np.asarray(a))
@@ -175,9 +251,13 @@ def _enhanced_alignment(fm: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def paper_binarize(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The release's preprocessing: pred >= 0.5; gt / (max + 1e-8) > 0.5."""
+    """The release's preprocessing: pred >= 0.5; gt / (max + 1e-8) > 0.5.
+
+    ``gt`` is first made binary by the shared rule (``binary_truth``), so the release's arithmetic
+    leaves it as it is and both metric families score the same foreground.
+    """
     p = (_as_2d(pred, "pred") >= 0.5).astype(np.int64)
-    g = _as_2d(gt, "gt").astype(np.float32)
+    g = binary_truth(_as_2d(gt, "gt")).astype(np.float32)
     g = g / (g.max() + np.float32(1e-8))
     return p, (g > 0.5).astype(np.int64)
 
@@ -185,7 +265,8 @@ def paper_binarize(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.nda
 def paper_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """The release's six metrics for one image, defects included (for comparison with the paper).
 
-    ``pred``: probabilities or a binary mask (binarised at 0.5); ``gt``: any non-negative mask.
+    ``pred``: probabilities or a binary mask (binarised at 0.5); ``gt``: any non-negative mask,
+    binarised by ``binary_truth``.
     """
     p, g = paper_binarize(pred, gt)
     inter = float((p * g).sum())
@@ -240,10 +321,10 @@ def standard_metrics(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -
     """Textbook metrics for one image: overlap on ``prob >= threshold``, MAE on ``prob`` itself.
 
     An empty prediction of an empty ground truth is a perfect score (Dice = IoU = 1), unlike the
-    release's smoothing; ``gt`` > 0 is foreground.
+    release's smoothing; ``gt`` is binarised by ``binary_truth``.
     """
     p_float = np.clip(_as_2d(prob, "prob").astype(np.float64), 0.0, 1.0)
-    g = _as_2d(gt, "gt") > 0
+    g = binary_truth(_as_2d(gt, "gt"))
     p = p_float >= threshold
     tp = float((p & g).sum())
     fp = float((p & ~g).sum())

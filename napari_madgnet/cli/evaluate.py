@@ -59,11 +59,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 @user_errors
 def run(args: argparse.Namespace) -> int:
     from napari_madgnet.cli._common import tqdm_callback
-    from napari_madgnet.inference.evaluate import evaluate_folder, find_pairs
+    from napari_madgnet.inference.evaluate import evaluate_folder, find_pairs, read_train_log
     from napari_madgnet.registry import load_registered_model
     from napari_madgnet.training.engine import check_writable
 
-    find_pairs(args.data)  # bad folders fail before the model is loaded
+    find_pairs(args.data)  # bad folders and logs fail before the model is loaded
+    if args.train_log is not None:
+        read_train_log(args.train_log)
     check_writable(args.out)
     print(f"Writing the evaluation to {args.out}/", file=sys.stderr)
     model = load_registered_model(args.model)

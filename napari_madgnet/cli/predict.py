@@ -123,15 +123,8 @@ def build_config(args: argparse.Namespace) -> Any:
     from napari_madgnet.inference import InferenceConfig
 
     data: dict[str, Any] = {}
-    if args.config:
-        import yaml
-
-        try:
-            data = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{args.config}: cannot read the config ({exc}).") from exc
-        if not isinstance(data, dict):
-            raise ValueError(f"{args.config}: expected a mapping of InferenceConfig settings.")
+    if args.config:  # checked on its own first, so its errors name the file and the key
+        data = InferenceConfig.from_yaml(args.config).to_dict()
     post = dict(data.pop("postprocess", None) or {})
     flags = {
         "axes": args.axes,

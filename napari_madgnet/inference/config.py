@@ -7,25 +7,28 @@ back and rejects unknown keys (a typo should fail loudly, not be ignored).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from napari_madgnet.errors import ConfigError
 from napari_madgnet.layout import check_axes
-from napari_madgnet.preprocess import Normalization
+from napari_madgnet.preprocess import RANGE_PER, Normalization
+from napari_madgnet.settings import (
+    DEVICE_NAME,
+    build,
+    check_fields,
+    config_error,
+    in_file,
+    load_yaml_mapping,
+    setting,
+    to_plain,
+)
 
 GEOMETRIES: tuple[str, ...] = ("auto", "resize", "tiles")
 
 #: The released models were trained on images resized to 352 x 352.
 DEFAULT_INPUT_SIZE = 352
-
-
-def _check_keys(cls: type, data: dict[str, Any]) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(
-            f"Unknown {cls.__name__} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}."
-        )
 
 
 @dataclass
@@ -38,28 +41,21 @@ class PostprocessConfig:
     ``instances``: number connected objects 1..N (unique over the whole stack) instead of class ids.
     """
 
-    threshold: float = 0.5
+    threshold: float = setting(0.5, ge=0, le=1)
     fill_holes: bool = False
-    min_size: int = 0
+    min_size: int = setting(0, ge=0)
     largest: bool = False
     instances: bool = False
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}.")
-        if int(self.min_size) < 0:
-            raise ValueError(f"min_size must be >= 0 pixels, got {self.min_size}.")
-        self.threshold = float(self.threshold)
-        self.min_size = int(self.min_size)
+        check_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PostprocessConfig:
-        data = dict(data or {})
-        _check_keys(cls, data)
-        return cls(**data)
+        return build(cls, dict(data or {}))
 
 
 @dataclass
@@ -68,8 +64,11 @@ class InferenceConfig:
 
     Layout: ``axes`` names the array's dimensions with T, Z, C, Y, X (e.g. "YX", "YXC", "TZYX";
     ``None`` guesses, see ``layout.guess_axes``); ``channel`` picks one channel of a multichannel
-    image (``None``: grey or RGB(A) as is). ``normalization``: a ``preprocess`` method name or dict;
-    ``None`` uses what the checkpoint was trained with, else "auto".
+    image (``None``: grey or RGB(A) as is). ``normalization``: a ``preprocess`` method name or dict
+    (or a ``Normalization``, stored as its dict); ``None`` uses what the checkpoint was trained with,
+    else "auto". ``range_per``: fit the intensity range once over the whole image or stack
+    ("image") or on each plane ("plane"); ``None`` does what the checkpoint was trained with, else
+    "image".
 
     Geometry: ``resize`` (the release's protocol: the whole plane resized to ``input_size``),
     ``tiles`` (sliding ``tile_size`` windows with ``overlap`` at ``scale`` x native resolution), or
@@ -83,53 +82,48 @@ class InferenceConfig:
     """
 
     axes: str | None = None
-    channel: int | None = None
+    channel: int | None = setting(None, ge=0)
     normalization: str | dict[str, Any] | None = None
-    geometry: str = "auto"
-    input_size: int | None = None
-    tile_size: int | None = None
-    overlap: float = 0.25
-    scale: float = 1.0
-    auto_tile_factor: float = 1.5
-    batch_size: int | None = None
-    device: str = "auto"
+    range_per: str | None = setting(None, choices=RANGE_PER)
+    geometry: str = setting("auto", choices=GEOMETRIES)
+    input_size: int | None = setting(None, ge=32, why="the network downsamples 32x")
+    tile_size: int | None = setting(None, ge=32, why="the network downsamples 32x")
+    overlap: float = setting(0.25, ge=0, lt=1, why="a fraction of the tile")
+    scale: float = setting(1.0, gt=0)
+    auto_tile_factor: float = setting(1.5, gt=0)
+    batch_size: int | None = setting(None, ge=1)
+    device: str = setting("auto", pattern=DEVICE_NAME, examples="auto, cpu, cuda, cuda:1, mps")
     mixed_precision: bool = True
     output_zarr: str | None = None
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.postprocess, dict):
-            self.postprocess = PostprocessConfig.from_dict(self.postprocess)
-        if self.geometry not in GEOMETRIES:
-            raise ValueError(f"Unknown geometry {self.geometry!r}; choose one of {', '.join(GEOMETRIES)}.")
+        """Check every setting's type and range (``ConfigError`` naming it, dotted for
+        ``postprocess.threshold``), the axes and the normalisation name."""
+        if isinstance(self.normalization, Normalization):  # kept as plain data, for YAML and provenance
+            self.normalization = self.normalization.to_dict()
+        check_fields(self)
         if self.axes is not None:
             self.axes = check_axes(self.axes)
-        for name in ("input_size", "tile_size"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 32:
-                raise ValueError(
-                    f"{name} must be at least 32 pixels (the network downsamples 32x), got {value}."
-                )
-        if not 0.0 <= float(self.overlap) < 1.0:
-            raise ValueError(f"overlap is a fraction of the tile in [0, 1), got {self.overlap}.")
-        if not float(self.scale) > 0.0:
-            raise ValueError(f"scale must be > 0, got {self.scale}.")
-        if self.batch_size is not None and int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
-        if self.channel is not None and int(self.channel) < 0:
-            raise ValueError(f"channel is a 0-based index, got {self.channel}.")
         if self.normalization is not None:
-            Normalization.from_value(self.normalization)  # validates the name early
+            try:
+                Normalization.from_value(self.normalization)
+            except (TypeError, ValueError) as exc:
+                raise config_error("normalization", f"is not usable: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["postprocess"] = self.postprocess.to_dict()
-        return data
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> InferenceConfig:
-        data = dict(data or {})
-        _check_keys(cls, data)
-        if "postprocess" in data:
-            data["postprocess"] = PostprocessConfig.from_dict(data["postprocess"])
-        return cls(**data)
+        """Rebuild from ``to_dict`` output or a YAML mapping; unknown keys are an error."""
+        return build(cls, dict(data or {}))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> InferenceConfig:
+        """Read settings from a YAML file; errors name the file and the key."""
+        data = load_yaml_mapping(path, "InferenceConfig")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise in_file(path, exc) from None

@@ -30,7 +30,14 @@ from napari_madgnet.inference.runner import Runner
 from napari_madgnet.inference.tiling import batches
 from napari_madgnet.jobs import CancelToken, Progress, ProgressCallback, check_cancelled, run_to_end
 from napari_madgnet.layout import Layout, resolve_layout
-from napari_madgnet.preprocess import Normalization, apply_range, fit_range, resolve_method
+from napari_madgnet.preprocess import (
+    Normalization,
+    RangePlan,
+    check_image_dtype,
+    fit_range,
+    fit_ranges,
+    resolve_method,
+)
 
 
 @dataclass
@@ -112,11 +119,7 @@ def _as_array(image: Any) -> Any:
         image = np.asarray(image)
     if math.prod(image.shape) == 0:
         raise ValueError(f"The image is empty (shape {tuple(image.shape)}); there is nothing to segment.")
-    kind = np.dtype(image.dtype).kind
-    if kind not in "biuf":
-        raise ValueError(
-            f"Cannot segment an image of dtype {image.dtype}; convert it to an integer or float type."
-        )
+    check_image_dtype(image.dtype)  # the same policy as training
     return image
 
 
@@ -215,13 +218,15 @@ def iter_segment(
     norm, norm_source = resolve_normalization(config.normalization, prep, image.dtype)
 
     yield Progress(0.0, "Fitting the intensity range")
-    selection = layout.selection(image)
-    lo, hi = fit_range(selection, norm)
+    range_per = config.range_per or prep.get("range_per") or "image"  # as the model was trained
+    ranges = fit_ranges(image, layout, norm, range_per)
+    for note in ranges.notes:
+        yield Progress(0.0, note, {"warning": True})
     if np.dtype(image.dtype).kind == "f" and resolve_method(norm, image.dtype) not in (
         "percentile",
         "minmax",
     ):
-        fit_range(selection, "minmax")  # raises a clear error for all-NaN data
+        fit_range(layout.selection(image), "minmax")  # raises a clear error for all-NaN data
     geometry = choose_geometry(config, layout.plane_shape, input_size, prep)
     device = resolve_device(config.device)
     runner = Runner(
@@ -237,15 +242,17 @@ def iter_segment(
     try:
         with free_device_memory(device):
             if geometry == "resize":
-                steps = _run_resize(image, layout, planes, runner, outputs, (lo, hi), input_size, cancel)
+                steps = _run_resize(image, layout, planes, runner, outputs, ranges, input_size, cancel)
             else:
                 steps = _run_tiles(
-                    image, layout, planes, runner, outputs, (lo, hi), tile_size, config, cancel
+                    image, layout, planes, runner, outputs, ranges, tile_size, config, cancel
                 )
+            shown = len(ranges.notes)
             for progress in steps:
-                for note in runner.notes:
+                for note in [*runner.notes, *ranges.notes[shown:]]:  # per-plane ranges: as they come
                     yield Progress(progress.fraction, note, {"warning": True})
                 runner.notes.clear()
+                shown = len(ranges.notes)
                 yield progress
         check_cancelled(cancel)
         yield Progress(0.99, "Post-processing")
@@ -254,7 +261,8 @@ def iter_segment(
         provenance = build_provenance(
             net,
             config.to_dict(),
-            normalization={**norm.to_dict(), "source": norm_source, "range": [lo, hi]},
+            normalization={**norm.to_dict(), "source": norm_source, **ranges.to_dict()},
+            warnings=list(ranges.notes),
             geometry=geometry,
             input_size=input_size,
             tile_size=tile_size if geometry == "tiles" else None,
@@ -273,8 +281,8 @@ def iter_segment(
     return SegmentationResult(probabilities, mask, layout.output_axes, config, provenance)
 
 
-def _read(image: Any, layout: Layout, index: tuple[int, ...], rng: tuple[float, float]) -> np.ndarray:
-    return apply_range(layout.read_plane(image, index), *rng)
+def _read(image: Any, layout: Layout, index: tuple[int, ...], rng: RangePlan) -> np.ndarray:
+    return rng.read(image, index)
 
 
 def _plane_label(layout: Layout, index: tuple[int, ...]) -> str:

@@ -1,7 +1,10 @@
 """Evaluating a model on a folder of image/mask pairs: per-image CSV, JSON summary, figures.
 
 Inference plus metrics: each image is predicted by the inference engine exactly as
-``madgnet predict`` would, and scored with ``napari_madgnet.metrics``.
+``madgnet predict`` would, and scored with ``napari_madgnet.metrics``. Every input is checked
+before the first prediction (``check_inputs``: each pair's shapes and dtypes, the training log),
+so a bad file fails in seconds with its name, not after the evaluation with outputs half written.
+Ground truth is binarised by the shared rule (``metrics.binary_truth``) for every metric.
 """
 
 from __future__ import annotations
@@ -19,7 +22,14 @@ from napari_madgnet.errors import UserError
 from napari_madgnet.io import atomic_path, read_image, read_mask
 from napari_madgnet.jobs import CancelToken, Progress, check_cancelled
 from napari_madgnet.labelutils import unit_tag
-from napari_madgnet.metrics import mean_metrics, paper_metrics, standard_metrics
+from napari_madgnet.metrics import (
+    binary_truth,
+    mean_metrics,
+    paper_metrics,
+    standard_metrics,
+    truth_kind,
+    truth_note,
+)
 from napari_madgnet.surface_metrics import SpacingLike, as_spacing
 from napari_madgnet.tables import write_csv
 
@@ -44,6 +54,104 @@ def find_pairs(data: str | os.PathLike[str]) -> list[tuple[Path, Path]]:
         f"{root}: expected sub-folders images/ and masks/ with files matched by name "
         "(e.g. images/a.png and masks/a.png)."
     )
+
+
+class EvaluationInputError(UserError):
+    """An image, mask or training log that ``evaluate`` cannot use; the message names the file."""
+
+
+def check_pair(img_path: Path, mask_path: Path, image: np.ndarray, gt: np.ndarray) -> str:
+    """Refuse a pair that cannot be scored (naming both files); return a warning or "".
+
+    The image must be 2-D or RGB(A) of a real dtype (``preprocess.check_image_dtype``), the mask
+    2-D, numeric, finite and >= 0, and both must cover the same pixels.
+    """
+    from napari_madgnet.preprocess import check_image_dtype
+
+    try:
+        check_image_dtype(image.dtype)
+    except UserError as exc:
+        raise EvaluationInputError(f"{img_path}: {exc}") from None
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
+        raise EvaluationInputError(
+            f"{img_path}: shape {image.shape}; evaluate scores 2-D grey or RGB(A) images one by one "
+            "(split stacks into planes first)."
+        )
+    if gt.ndim != 2:
+        raise EvaluationInputError(f"{mask_path}: a mask is one 2-D image, got shape {gt.shape}.")
+    if gt.dtype.kind not in "biuf":
+        raise EvaluationInputError(f"{mask_path}: a mask holds numbers, not {gt.dtype}.")
+    if gt.dtype.kind == "f" and not np.isfinite(gt).all():
+        raise EvaluationInputError(f"{mask_path}: the mask holds NaN or infinite values.")
+    if gt.dtype.kind in "if" and gt.size and gt.min() < 0:
+        raise EvaluationInputError(f"{mask_path}: the mask holds negative values (0 is background).")
+    if gt.shape != image.shape[:2]:
+        raise EvaluationInputError(
+            f"{mask_path} ({gt.shape[0]} x {gt.shape[1]}) does not cover {img_path} "
+            f"({image.shape[0]} x {image.shape[1]}) pixel for pixel: pair each image with its own mask, "
+            "at the image's size."
+        )
+    return truth_note(gt, str(mask_path))
+
+
+def read_train_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The records of a ``train_log.jsonl`` (one JSON object per line with ``step`` and ``loss``).
+
+    Raises ``EvaluationInputError`` naming the file and line of the first bad record.
+    """
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise EvaluationInputError(f"{p}: not a training log (train_log.jsonl is text).") from None
+    except FileNotFoundError:
+        raise EvaluationInputError(f"{p}: no such training log.") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        ok = isinstance(record, dict) and {"step", "loss"} <= set(record)
+        if ok and "val" in record:
+            ok = isinstance(record["val"], dict) and "dice" in record["val"]
+        if not ok:
+            raise EvaluationInputError(
+                f"{p}, line {number}: not a training log record (one JSON object per line with 'step' "
+                "and 'loss', as train_log.jsonl in a run folder)."
+            )
+        records.append(record)
+    if not records:
+        raise EvaluationInputError(f"{p}: the training log holds no records.")
+    return records
+
+
+def check_inputs(
+    data: str | os.PathLike[str], train_log: str | os.PathLike[str] | None = None
+) -> tuple[list[tuple[Path, Path]], list[dict[str, Any]] | None, list[str]]:
+    """Everything ``evaluate_folder`` reads, checked before any prediction: the pairs (each image
+    and mask read once: ``check_pair``), and the training log. Returns (pairs, log records or
+    None, warnings)."""
+    pairs = find_pairs(data)
+    records = read_train_log(train_log) if train_log is not None else None
+    notes = []
+    for img_path, mask_path in pairs:
+        note = check_pair(img_path, mask_path, np.asarray(read_image(img_path)), read_mask(mask_path))
+        if note:
+            notes.append(note)
+    return pairs, records, notes
+
+
+def _reference(gt: np.ndarray) -> np.ndarray:
+    """The mask objects are matched against: label ids keep their objects (renumbered 1..N, so
+    ids up to 2^63 cost nothing), anything else is the binary truth."""
+    if truth_kind(gt) != "ids":
+        return binary_truth(gt)
+    from skimage.segmentation import relabel_sequential
+
+    return relabel_sequential(gt.astype(np.int64, copy=False))[0]
 
 
 def evaluate_folder(
@@ -80,7 +188,10 @@ def evaluate_folder(
     tolerance = (1.0 if sp is None else float(sp.max())) if nsd_tolerance is None else float(nsd_tolerance)
     if not np.isfinite(tolerance) or tolerance < 0:
         raise UserError(f"the NSD tolerance must be a number >= 0 (in {tag}), got {nsd_tolerance!r}.")
-    pairs = find_pairs(data)
+    pairs, records, notes = check_inputs(data, train_log)
+    for note in notes:
+        if callback:
+            callback(Progress(0.0, note, {"warning": True}))
     model = fast_model(model)  # the inference copy once, not once per image
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,16 +202,13 @@ def evaluate_folder(
         check_cancelled(cancel)
         image = np.asarray(read_image(img_path))
         gt = read_mask(mask_path)
-        if gt.ndim == 3:
-            gt = gt[..., 0]
+        check_pair(img_path, mask_path, image, gt)  # the files may have changed since the check
         prob = predict(model, image, device)
         paper = paper_metrics(prob, gt)
         std = standard_metrics(prob, gt)
-        # Instance masks keep their objects; anything else (float masks) counts as > 0 = foreground.
-        reference = gt if gt.dtype.kind in "biu" else gt > 0
         qc = compare_masks(
             prob >= 0.5,
-            reference,
+            _reference(gt),
             spacing=sp,
             unit=None if sp is None else tag,
             tolerance=tolerance,
@@ -142,10 +250,11 @@ def evaluate_folder(
             "false_positive": status.count("false positive"),
         },
         "model": (getattr(model, "checkpoint_info", None) or {}).get("source"),
+        "warnings": notes,
     }
     with atomic_path(out_dir / "summary.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
-    write_figures(out_dir, cases, train_log)
+    write_figures(out_dir, cases, records)
     return summary
 
 
@@ -175,8 +284,11 @@ def _means(rows: list[dict[str, Any]]) -> dict[str, float]:
     return mean_metrics([{k: v for k, v in r.items() if k != "image"} for r in rows])
 
 
-def write_figures(out: Path, cases: list, train_log: str | os.PathLike[str] | None) -> list[Path]:
-    """Dice histogram, worst and best overlays, and loss curves when a training log is given."""
+def write_figures(
+    out: Path, cases: list, train_log: str | os.PathLike[str] | list[dict[str, Any]] | None
+) -> list[Path]:
+    """Dice histogram, worst and best overlays, and loss curves when a training log (a path, or
+    its records from ``read_train_log``) is given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,7 +316,7 @@ def write_figures(out: Path, cases: list, train_log: str | os.PathLike[str] | No
         for ax, i in zip(axes[0], picked, strict=True):
             score, name, image, gt, prob = cases[i]
             ax.imshow(image if image.ndim == 2 else image[..., :3], cmap="gray")
-            ax.contour(gt > 0, levels=[0.5], colors="red", linewidths=0.7)
+            ax.contour(binary_truth(gt), levels=[0.5], colors="red", linewidths=0.7)
             ax.contour(prob >= 0.5, levels=[0.5], colors="lime", linewidths=0.7)
             ax.set_title(f"{name}\nDice {score:.3f}", fontsize=8)
             ax.set_axis_off()
@@ -212,7 +324,7 @@ def write_figures(out: Path, cases: list, train_log: str | os.PathLike[str] | No
         save(fig, f"overlay_{tag}.png")
 
     if train_log is not None:
-        records = [json.loads(line) for line in Path(train_log).read_text().splitlines() if line.strip()]
+        records = train_log if isinstance(train_log, list) else read_train_log(train_log)
         fig, ax = plt.subplots(figsize=(6, 3.5))
         ax.plot([r["step"] for r in records], [r["loss"] for r in records], label="training loss")
         ax.set_xlabel("step")

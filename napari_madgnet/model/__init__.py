@@ -9,7 +9,8 @@ Public API::
     read_checkpoint_info(path) -> dict                     # config/preprocessing/provenance
     fold_batchnorm(model) -> MADGNet                       # faster inference-only copy
     inference_copy(model, compile=False) -> nn.Module      # + packed CPU convolutions, or torch.compile
-    CheckpointError, CheckpointMismatchError, UnsafeCheckpointError, NotACheckpointError
+    CheckpointError, CheckpointMismatchError, UnsafeCheckpointError, NotACheckpointError,
+    DivergedWeightsError                                   # NaN/Inf weights (diverged training)
     BACKBONES                                              # the three encoder names
 
 This package uses only torch, numpy and the standard library (no Qt, no napari).
@@ -20,6 +21,7 @@ from __future__ import annotations
 from .checkpoint import (
     CheckpointError,
     CheckpointMismatchError,
+    DivergedWeightsError,
     NotACheckpointError,
     UnsafeCheckpointError,
     infer_config,
@@ -39,6 +41,7 @@ __all__ = [
     "BACKBONES",
     "CheckpointError",
     "CheckpointMismatchError",
+    "DivergedWeightsError",
     "MADGNet",
     "ModelConfig",
     "NotACheckpointError",

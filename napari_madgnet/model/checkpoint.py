@@ -1,7 +1,10 @@
 """Loading and saving MADGNet weights: released checkpoints, bare state dicts, project files.
 
 Everything is read with ``torch.load(weights_only=True, map_location="cpu")``: a file whose
-pickle would run code is refused (:class:`UnsafeCheckpointError`), never executed.
+pickle would run code is refused (:class:`UnsafeCheckpointError`), never executed. NumPy scalars
+and dtypes, which many training scripts store beside the weights (a best metric as
+``np.float64``), are allow-listed (``torch.serialization.safe_globals``): they are data, not code.
+Weights that are NaN or infinite (a diverged run) are refused on load (:class:`DivergedWeightsError`).
 
 The project's own format (written by :func:`save_model`) is a dict::
 
@@ -14,6 +17,7 @@ The project's own format (written by :func:`save_model`) is a dict::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import pickle
@@ -59,6 +63,10 @@ class UnsafeCheckpointError(CheckpointError):
     """The file's pickle would need to run code (or unknown classes) to load; it was refused."""
 
 
+class DivergedWeightsError(CheckpointError):
+    """Some weights are NaN or infinite: the training run that saved them diverged."""
+
+
 class CheckpointMismatchError(CheckpointError):
     """The weights do not fit the network: missing, unexpected or differently shaped keys.
 
@@ -94,6 +102,28 @@ def _first(items: list[str], n: int = 5) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
+def _numpy_safe_globals() -> list[Any]:
+    """NumPy's scalar constructor and dtype classes: what a pickled ``np.float64(0.9)`` or
+    ``np.dtype("float32")`` needs, and nothing that can run code. Arrays are not included."""
+    try:
+        from numpy._core.multiarray import scalar  # NumPy 2
+    except ImportError:  # pragma: no cover - NumPy 1.x
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    kinds = (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+    kinds += (np.float16, np.float32, np.float64, np.complex64, np.complex128)
+    # NumPy >= 1.25 pickles a dtype through its class (numpy.dtypes.Float64DType, ...).
+    return [scalar, np.dtype, *{type(np.dtype(k)) for k in kinds}]
+
+
+def _resave_hint(path: Path) -> str:
+    return (
+        " If you trust the file, load it once where it was made and keep only the weights: "
+        f"ckpt = torch.load({str(path)!r}, weights_only=False); "
+        "torch.save(ckpt['state_dict'], 'weights.pth') (or ckpt['model_state_dict'], or "
+        "model.state_dict()), then use weights.pth."
+    )
+
+
 def _torch_load(path: Path, mmap: bool = False) -> Any:
     """``torch.load`` with weights_only, turning its failures into clear checkpoint errors."""
     with open(path, "rb") as fh:
@@ -101,14 +131,17 @@ def _torch_load(path: Path, mmap: bool = False) -> Any:
     # A checkpoint is a zip archive (torch >= 1.6) or a legacy pickle (protocol byte 0x80).
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         raise NotACheckpointError(f"{path} is not a PyTorch checkpoint (.pth/.pt/.pth.tar)")
+    safe = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     try:
-        return torch.load(path, weights_only=True, map_location="cpu", mmap=mmap or None)
+        with safe(_numpy_safe_globals()) if safe else contextlib.nullcontext():
+            return torch.load(path, weights_only=True, map_location="cpu", mmap=mmap or None)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         hint = f" It references {found.group(1)}." if found else ""
         raise UnsafeCheckpointError(
             f"{path} is not a safe checkpoint: loading it would need Python objects beyond "
-            f"tensors and plain containers (possibly code), so it was refused.{hint}"
+            f"tensors, plain containers and NumPy scalars (possibly code), so it was refused.{hint}"
+            + _resave_hint(path)
         ) from exc
     except RuntimeError as exc:
         if mmap and "mmap can only be used" in str(exc):
@@ -116,6 +149,17 @@ def _torch_load(path: Path, mmap: bool = False) -> Any:
         raise NotACheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
     except (EOFError, KeyError, ValueError) as exc:
         raise NotACheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc!r}") from exc
+
+
+def check_finite(state: Mapping[str, torch.Tensor], origin: str) -> None:
+    """Raise :class:`DivergedWeightsError` naming the tensors that hold NaN or infinite values."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DivergedWeightsError(
+            f"{origin} holds NaN or infinite weights in {len(bad)} tensor(s) ({_first(bad, 3)}): "
+            "diverged training? Use a checkpoint saved before the loss became NaN (e.g. the run's "
+            "best.pt), or train again with a lower learning rate."
+        )
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -298,7 +342,8 @@ def load_model(
     ``backbone`` (if given) must agree with the weights. Every learnable weight and BN statistic
     must match exactly, else :class:`CheckpointMismatchError` names the keys; the released DCT
     filter buffers are checked against the rebuilt ones and dropped. Unsafe pickles raise
-    :class:`UnsafeCheckpointError`, other files :class:`NotACheckpointError`.
+    :class:`UnsafeCheckpointError`, other files :class:`NotACheckpointError`, NaN or infinite
+    weights :class:`DivergedWeightsError`.
 
     The model is returned in eval mode on ``device`` (default CPU), with
     ``model.checkpoint_info`` = {format, format_version, config, preprocessing, provenance,
@@ -306,6 +351,7 @@ def load_model(
     """
     obj, origin = _load_source(source)
     state, meta = _unpack(obj, origin)
+    check_finite(state, origin)
     if meta["config"] is not None:
         config = ModelConfig.from_dict(meta["config"])
         if backbone is not None and ModelConfig(backbone=backbone).backbone != config.backbone:
@@ -335,12 +381,14 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Works for project checkpoints (stored metadata) and released/bare ones (config inferred
     from the keys, the release's preprocessing). Keys: format, format_version, config,
-    preprocessing, provenance, source. The file is memory-mapped where possible, so this is cheap.
+    preprocessing, provenance, source. The file is memory-mapped where possible, so this is cheap
+    (one pass over the weights checks that they are finite: :class:`DivergedWeightsError`).
     """
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint not found: {p}")
     state, meta = _unpack(_torch_load(p, mmap=True), str(p))
+    check_finite(state, str(p))
     if meta["config"] is None:
         if _encoder_from_keys(state) is None:
             raise CheckpointMismatchError(f"{p} holds no MADGNet encoder (feature_encoding.*)")

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from napari_madgnet.preprocess import RANGE_PER
+from napari_madgnet.settings import DEVICE_NAME, build, check_fields, config_error, in_file, setting, to_plain
 
 LABEL_MODES: tuple[str, ...] = ("binary", "multiclass", "nested", "scribble")
 SCHEDULERS: tuple[str, ...] = ("constant", "cosine", "poly")
@@ -28,23 +31,39 @@ class AugmentConfig:
     hflip: bool = True
     vflip: bool = True
     rot90: bool = False
-    rotate_degrees: float = 0.0  # small free rotations, +- this many degrees
-    scale_range: tuple[float, float] = (1.0, 1.0)  # zoom of the crop before it is resized
-    brightness: float = 0.0  # additive, +- this much in [0, 1] units
-    contrast: float = 0.0  # multiplicative around the mean, 1 +- this
-    gamma: float = 0.0  # exponent exp(+- this)
-    noise: float = 0.0  # std of Gaussian noise
+    rotate_degrees: float = setting(0.0, ge=0, le=180)  # small free rotations, +- this many degrees
+    scale_range: tuple[float, float] = setting((1.0, 1.0), gt=0)  # zoom of the crop before resizing
+    brightness: float = setting(0.0, ge=0, le=1)  # additive, +- this much in [0, 1] units
+    contrast: float = setting(0.0, ge=0, lt=1)  # multiplicative around the mean, 1 +- this
+    gamma: float = setting(0.0, ge=0, le=5)  # exponent exp(+- this)
+    noise: float = setting(0.0, ge=0, le=1)  # std of Gaussian noise, in [0, 1] units
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        lo, hi = self.scale_range
+        if lo > hi:
+            raise config_error("scale_range", f"must be [smallest, largest], got {list(self.scale_range)}.")
 
 
 @dataclass
 class LossConfig:
     """Deep-supervision weights: each stage's map, distance and boundary loss is weighted."""
 
-    map_weight: float = 1.0
-    distance_weight: float = 1.0
-    boundary_weight: float = 1.0
-    stage_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)  # coarsest first
-    boundary_threshold: float = 0.5  # Sobel magnitude of the mask >= this is boundary (~2 px)
+    map_weight: float = setting(1.0, ge=0)
+    distance_weight: float = setting(1.0, ge=0)
+    boundary_weight: float = setting(1.0, ge=0)
+    stage_weights: tuple[float, float, float, float] = setting((1.0, 1.0, 1.0, 1.0), ge=0)  # coarsest first
+    # Sobel magnitude of the mask >= this is boundary (~2 px)
+    boundary_threshold: float = setting(0.5, gt=0)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.map_weight + self.distance_weight + self.boundary_weight == 0 or not any(self.stage_weights):
+            raise config_error(
+                "map_weight",
+                "distance_weight and boundary_weight (or all stage_weights) are 0: nothing would be "
+                "learned; give at least one a weight > 0.",
+            )
 
 
 @dataclass
@@ -62,39 +81,53 @@ class DataConfig:
     dataset: str | None = None
     root: str | None = None
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for a, b in (("train_images", "train_masks"), ("val_images", "val_masks")):
+            if (getattr(self, a) is None) != (getattr(self, b) is None):
+                given, missing = (a, b) if getattr(self, a) is not None else (b, a)
+                raise config_error(missing, f"is missing: {given} is set, and the two go together.")
+
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on; ``to_yaml``/``from_yaml`` store and restore it."""
+    """Everything a training run depends on; ``to_yaml``/``from_yaml`` store and restore it.
+
+    Every field is checked for its type and range when the config is made, replaced or read
+    (``validate``, which training runs again first, also catches fields assigned later), so a bad
+    setting fails with its name before any data is read or model built.
+    """
 
     # model
     backbone: str = "resnest50"
-    num_classes: int | None = None  # None: taken from the labels
-    init: str = "imagenet"  # imagenet | scratch (ignored when from_model is given)
+    num_classes: int | None = setting(None, ge=1)  # None: taken from the labels
+    init: str = setting("imagenet", choices=INITS)  # ignored when from_model is given
     from_model: str | None = None  # a saved model to start from (path or registry name)
     # data
-    label_mode: str = "binary"
+    label_mode: str = setting("binary", choices=LABEL_MODES)
     normalization: str = "auto"
-    sampling: str = "patch"  # patch: random crops of items; resize: whole items resized (the release)
-    patch_size: int = 352
-    scales: tuple[float, ...] = (1.0,)  # multi-scale training: each batch at patch_size * scale
-    foreground_fraction: float = 0.5  # share of patches centred on an object pixel
-    val_fraction: float = 0.2
+    # fit the intensity range over the whole image or stack ("image") or per plane ("plane")
+    range_per: str = setting("image", choices=RANGE_PER)
+    sampling: str = setting("patch", choices=SAMPLINGS)  # patch: random crops; resize: whole items
+    patch_size: int = setting(352, ge=32, why="the network downsamples 32x")
+    scales: tuple[float, ...] = setting((1.0,), gt=0)  # multi-scale: each batch at patch_size * scale
+    foreground_fraction: float = setting(0.5, ge=0, le=1)  # share of patches centred on an object pixel
+    val_fraction: float = setting(0.2, ge=0, lt=1)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     # optimisation
-    batch_size: int = 16
-    accumulate: int = 1
-    epochs: int = 200
-    steps_per_epoch: int | None = None  # None: one pass over the training items per epoch
-    max_steps: int | None = None  # stop after this many optimiser steps, whatever the epochs
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    scheduler: str = "constant"
-    warmup_steps: int = 0
-    clip_value: float | None = 0.5
-    early_stopping: int | None = None  # stop after this many validations without a better Dice
+    batch_size: int = setting(16, ge=1)
+    accumulate: int = setting(1, ge=1)
+    epochs: int = setting(200, ge=1)
+    steps_per_epoch: int | None = setting(None, ge=1)  # None: one pass over the training items per epoch
+    max_steps: int | None = setting(None, ge=1)  # stop after this many optimiser steps, whatever the epochs
+    lr: float = setting(1e-4, gt=0)
+    weight_decay: float = setting(0.0, ge=0)
+    scheduler: str = setting("constant", choices=SCHEDULERS)
+    warmup_steps: int = setting(0, ge=0)
+    clip_value: float | None = setting(0.5, gt=0)  # None: no gradient clipping
+    early_stopping: int | None = setting(None, ge=1)  # stop after this many validations without a better Dice
     # machinery
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 + GradScaler)
     # bf16 autocast on CPUs with AVX512-BF16 or AMX: pays at 352 px (1.25x the fp32 engine step on
@@ -104,10 +137,10 @@ class TrainConfig:
     # fp32 only, where it measured faster (not with bf16 autocast: see engine._memory_format);
     # CUDA is left as it was (not measured on a GPU yet).
     channels_last: bool | None = None
-    device: str = "auto"
-    num_workers: int = 0
-    seed: int = 0
-    checkpoint_every: int = 50  # steps between "last" checkpoints (resume after a crash)
+    device: str = setting("auto", pattern=DEVICE_NAME, examples="auto, cpu, cuda, cuda:1, mps")
+    num_workers: int = setting(0, ge=0)
+    seed: int = setting(0, ge=0)
+    checkpoint_every: int = setting(50, ge=1)  # steps between "last" checkpoints (resume after a crash)
     out_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -213,29 +246,33 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raise ValueError naming the bad setting and the fix, before any work starts."""
-        if self.label_mode not in LABEL_MODES:
-            raise ValueError(f"label_mode {self.label_mode!r}: choose one of {', '.join(LABEL_MODES)}.")
-        if self.sampling not in SAMPLINGS:
-            raise ValueError(f"sampling {self.sampling!r}: choose one of {', '.join(SAMPLINGS)}.")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler {self.scheduler!r}: choose one of {', '.join(SCHEDULERS)}.")
-        if self.init not in INITS:
-            raise ValueError(f"init {self.init!r}: choose one of {', '.join(INITS)}, or set from_model.")
-        if self.patch_size < 32:
-            raise ValueError(f"patch_size {self.patch_size} is below the network's minimum of 32.")
-        if self.batch_size < 1 or self.accumulate < 1:
-            raise ValueError("batch_size and accumulate must be at least 1.")
-        if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"scales {self.scales} must be positive numbers, e.g. [0.75, 1, 1.25].")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction {self.val_fraction} must be in [0, 1).")
-        if self.lr <= 0:
-            raise ValueError(f"lr {self.lr} must be positive.")
-        if self.num_classes is not None and self.num_classes < 1:
-            raise ValueError(f"num_classes {self.num_classes} must be at least 1 (or None: from labels).")
-        if len(self.loss.stage_weights) != 4:
-            raise ValueError("loss.stage_weights needs four numbers, coarsest stage first.")
+        """Check every setting's type and range, then how they fit together; ``ConfigError`` (a
+        ``ValueError``) names the bad setting and the fix, before any data is read or model built.
+
+        Also run on construction and by ``replace``; values given in another harmless form (a list
+        for a tuple, ``64.0`` for ``64``) are normalised in place.
+        """
+        from napari_madgnet.preprocess import Normalization
+
+        check_fields(self)
+        from napari_madgnet.model.encoders import canonical_backbone
+
+        try:
+            self.backbone = canonical_backbone(self.backbone)
+        except ValueError as exc:
+            raise config_error("backbone", f"is not known: {exc}.") from None
+        try:
+            Normalization.from_value(self.normalization)
+        except ValueError as exc:
+            raise config_error("normalization", f"is not known: {exc}") from None
+        if not self.scales:
+            raise config_error("scales", "must hold at least one zoom, e.g. [0.75, 1, 1.25].")
+        if self.num_classes not in (None, 1) and self.label_mode in ("binary", "scribble"):
+            raise config_error(
+                "num_classes",
+                f"is {self.num_classes}, but {self.label_mode} labels train one class; use label_mode "
+                "multiclass (or nested) for several classes, or leave num_classes empty.",
+            )
 
     def scaled_sizes(self) -> list[int]:
         """Patch sides of the multi-scale schedule, rounded to a multiple of 32 (PraNet's rule)."""
@@ -244,12 +281,12 @@ class TrainConfig:
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists for tuples), for YAML and ``torch.load(weights_only=True)``."""
-        return _plain(asdict(self))
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Rebuild from ``to_dict`` output or a hand-written YAML; unknown keys are an error."""
-        return _build(cls, dict(data or {}))
+        return build(cls, dict(data or {}))
 
     def to_yaml(self, path: str | Path) -> Path:
         import yaml
@@ -262,41 +299,15 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
-        import yaml
+        """Read a recipe (see ``src_train/configs/``); every error names the file and the key."""
+        from napari_madgnet.errors import ConfigError
+        from napari_madgnet.settings import load_yaml_mapping
 
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such recipe file; see src_train/configs/ for examples.")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{p}: a recipe is a mapping of settings, got {type(data).__name__}.")
-        return cls.from_dict(data)
+        data = load_yaml_mapping(path, "recipe")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise in_file(path, exc) from None
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-_NESTED = {"data": DataConfig, "augment": AugmentConfig, "loss": LossConfig}
-
-
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    names = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"Unknown {cls.__name__} setting(s) {unknown}; known: {', '.join(sorted(names))}.")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if cls is TrainConfig and key in _NESTED and isinstance(value, dict):
-            value = _build(_NESTED[key], value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)

@@ -21,7 +21,8 @@ from torch.utils.data import Dataset, Sampler
 
 from napari_madgnet.errors import ConfigError, UserError
 from napari_madgnet.layout import axes_for_labels, resolve_layout
-from napari_madgnet.preprocess import apply_range, fit_range
+from napari_madgnet.metrics import binary_truth, truth_note
+from napari_madgnet.preprocess import check_image_dtype, fit_ranges
 from napari_madgnet.training import augment
 from napari_madgnet.training.config import TrainConfig
 from napari_madgnet.training.targets import boundary_target, distance_target, labels_to_masks
@@ -64,7 +65,7 @@ class FileItem:
     label_mode: str
     num_classes: int
     normalization: str
-    binarize: bool = True  # dataset masks: > 0 (or >= 128 for 8-bit) is foreground
+    binarize: bool = True  # binary mode: masks by the shared ground-truth rule (metrics.binary_truth)
 
     @property
     def name(self) -> str:
@@ -78,7 +79,7 @@ class FileItem:
         if mask.ndim == 3:  # RGB(A) masks as some datasets ship them
             mask = mask[..., 0]
         if self.binarize and self.label_mode == "binary":
-            mask = (mask > (127 if mask.dtype == np.uint8 and mask.max() > 1 else 0)).astype(np.uint8)
+            mask = binary_truth(mask).astype(np.uint8)
         items, _ = items_from_arrays(
             image,
             mask,
@@ -111,6 +112,81 @@ def check_labels(labels: np.ndarray) -> np.ndarray:
     return lab
 
 
+def _values_text(values: np.ndarray, n: int = 8) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:n])
+    return "{" + shown + (f", ... ({len(values)} values)" if len(values) > n else "") + "}"
+
+
+def class_count(lab: np.ndarray, label_mode: str, num_classes: int | None) -> tuple[int, list[str]]:
+    """The number of classes ``lab`` trains in ``label_mode``, and warnings for the user.
+
+    Multiclass and nested labels number their classes 1..K without gaps (0 = background). Without
+    ``num_classes``, a gap is an error (labels {0, 255} would make a 255-class model that never sees
+    classes 1..254; {0, 1, 2, 100} a 100-class one), and labels with one object value suggest
+    binary mode. With ``num_classes``, classes without pixels are allowed (painted elsewhere, or
+    later) and named in a warning; values above it are an error.
+    """
+    if label_mode in ("binary", "scribble"):
+        return 1, []
+    top = int(lab.max(initial=0))
+    if num_classes is not None:
+        if top > num_classes:
+            raise DataError(
+                f"Labels go up to {top} but num_classes is {num_classes}; raise num_classes, or renumber "
+                f"the classes 1..{num_classes}."
+            )
+        present = _present(lab, top)
+        missing = [k for k in range(1, num_classes + 1) if k not in present]
+        notes = []
+        if missing:
+            notes.append(
+                f"Class(es) {_values_text(np.array(missing))} of 1..{num_classes} have no pixel in these "
+                "labels: the model will not learn them from this data."
+            )
+        return int(num_classes), notes
+    present = sorted(v for v in _present(lab, top) if v > 0)
+    if top != len(present):
+        values = _values_text(np.array([0, *present]) if (lab == 0).any() else np.array(present))
+        hint = (
+            f" They look like a binary mask (one object value, {present[0]}): use label mode binary."
+            if len(present) == 1
+            else " Renumber the classes 1..K (e.g. skimage.segmentation.relabel_sequential), or set "
+            "num_classes to train K classes of which some are not painted here."
+        )
+        raise DataError(
+            f"{label_mode.capitalize()} labels number their classes 1..K without gaps (0 = background), "
+            f"but these hold the values {values}: {top - len(present)} class id(s) between 1 and {top} "
+            f"have no pixel, so the model would get {top} outputs, most never trained.{hint}"
+        )
+    return top, []
+
+
+def _present(lab: np.ndarray, top: int) -> set[int]:
+    """The values in ``lab``: a bincount for small ids (O(n)), ``np.unique`` for large ones."""
+    if top <= 65535:
+        return {int(v) for v in np.flatnonzero(np.bincount(lab.ravel().astype(np.intp), minlength=1))}
+    return {int(v) for v in np.unique(lab)}
+
+
+def teaching_notes(planes: Sequence[np.ndarray], label_mode: str) -> list[str]:
+    """Warnings for labels that cannot teach a segmentation: no background, or (scribbles) no
+    background scribble. ``planes``: the annotated label planes (those training uses)."""
+    if label_mode == "scribble":
+        if not any((p == 2).any() for p in planes):
+            return [
+                "The scribbles mark objects (1) but no background (2): the model cannot learn what is not "
+                "an object and will call everything object. Scribble some background with value 2."
+            ]
+        return []
+    if not any((p == 0).any() for p in planes):
+        return [
+            "Every annotated pixel is object (no background, value 0): the model cannot learn what is "
+            "not an object, and a validation Dice of 1.0 would mean nothing. Annotate a region that "
+            "holds background too."
+        ]
+    return []
+
+
 def items_from_arrays(
     image: Any,
     labels: Any,
@@ -122,6 +198,8 @@ def items_from_arrays(
     channel: int | None = None,
     name: str = "image",
     check: bool = True,
+    range_per: str = "image",
+    notes: list[str] | None = None,
 ) -> tuple[list[Item], int]:
     """Split an image and its labels into annotated 2-D items; return them and the class count.
 
@@ -130,14 +208,22 @@ def items_from_arrays(
     image trains the way ``segment`` reads it. The labels have the image's axes without C.
     2-D images give one item; stacks and time series give one item per plane that carries labels,
     so sparse annotation works: unlabelled planes are simply not used. The image is read plane by
-    plane (dask/zarr stay lazy) and normalised with one range fitted on the chosen channel(s), as
-    in inference.
+    plane (dask/zarr stay lazy) and normalised as inference normalises it (``preprocess.fit_ranges``,
+    one range per image or per plane as ``range_per`` says). Binary labels are binarised by the
+    shared ground-truth rule (``metrics.binary_truth``: label ids and one-valued masks > 0, grey-edged
+    pictures > half their maximum); multiclass ids are checked by ``class_count``.
+
+    ``notes``: a list that receives sentences for the user (labels without background, a grey-edged
+    mask, an image with no signal); without it they are dropped. Raises ``DataError`` (a
+    ``UserError``) for unusable data.
     """
+    notes = notes if notes is not None else []
     lab = check_labels(labels)
     if lab.ndim < 2:
         raise DataError(f"Labels must be at least 2-D, got shape {tuple(lab.shape)}.")
     if not hasattr(image, "shape") or not hasattr(image, "dtype"):
         image = np.asarray(image)
+    check_image_dtype(image.dtype)  # the same dtype policy as inference
     if axes is None:
         try:
             axes = axes_for_labels(tuple(image.shape), lab.shape)
@@ -157,6 +243,10 @@ def items_from_arrays(
             f"Scribble labels use 1 = object, 2 = background, 0 = not annotated; found value {lab.max()}. "
             "Use label_mode 'binary' or 'multiclass' for full annotations."
         )
+    if label_mode == "binary":
+        if note := truth_note(lab, "The labels"):
+            notes.append(note)
+        lab = binary_truth(lab).astype(np.uint8)
     fg_value = 1 if label_mode == "scribble" else None
     has_fg = (lab == fg_value).any() if fg_value else (lab > 0).any()
     if check and not has_fg:
@@ -165,21 +255,23 @@ def items_from_arrays(
             + (" / == 1 in scribble mode" if fg_value else "")
             + "): paint at least one object on at least one plane before training."
         )
-    k = 1 if label_mode in ("binary", "scribble") else int(num_classes or lab.max())
-    if label_mode in ("multiclass", "nested") and lab.max() > k:
-        raise DataError(f"Labels go up to {lab.max()} but num_classes is {k}; raise num_classes.")
-    lo, hi = fit_range(layout.selection(image), normalization)
+    k, class_notes = class_count(lab, label_mode, num_classes)
+    # unannotated planes of a sparse stack are not used
+    planes = [(i, index) for i, index in enumerate(layout.plane_indices()) if (lab[index] > 0).any()]
+    if not planes:
+        raise DataError("No plane of the labels carries an annotation; paint at least one plane.")
+    if check:
+        notes.extend(class_notes)
+        notes.extend(teaching_notes([lab[index] for _, index in planes], label_mode))
+    ranges = fit_ranges(image, layout, normalization, range_per)
     items: list[Item] = []
-    for i, index in enumerate(layout.plane_indices()):
-        pl = lab[index]
-        if not (pl > 0).any():
-            continue  # an unannotated plane of a sparse stack
-        target, valid = labels_to_masks(pl, label_mode, k)
-        plane = np.moveaxis(apply_range(layout.read_plane(image, index), lo, hi), -1, 0)
+    for i, index in planes:
+        target, valid = labels_to_masks(lab[index], label_mode, k)
+        plane = np.moveaxis(ranges.read(image, index), -1, 0)
         suffix = f"[{i}]" if layout.n_planes > 1 else ""
         items.append(Item(np.ascontiguousarray(plane), target, valid, name=f"{name}{suffix}"))
-    if not items:
-        raise DataError("No plane of the labels carries an annotation; paint at least one plane.")
+    if check:
+        notes.extend(ranges.notes)
     return items, k
 
 

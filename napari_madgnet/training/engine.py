@@ -188,6 +188,7 @@ def _model_metadata(cfg: TrainConfig, data: TrainData, history: list[dict], best
     return {
         "preprocessing": {
             "normalization": cfg.normalization,
+            "range_per": cfg.range_per,  # inference fits intensity ranges the same way
             "input_size": cfg.patch_size if cfg.sampling == "resize" else None,
             "tile_size": cfg.patch_size if cfg.sampling == "patch" else None,
             "channels": data.channels,

@@ -43,7 +43,9 @@ def data_from_arrays(
     """Check and split an image and its labels (2-D, stack, time series, RGB) into a TrainData.
 
     ``axes``/``channel``: the image's layout, as ``InferenceConfig`` takes it (None: from shapes).
+    ``note`` carries the data's warnings (labels without background, an image with no signal...).
     """
+    notes: list[str] = []
     items, k = items_from_arrays(
         image,
         labels,
@@ -53,11 +55,14 @@ def data_from_arrays(
         axes=axes,
         channel=channel,
         name=name,
+        range_per=cfg.range_per,
+        notes=notes,
     )
     split = split_items(items, cfg.val_fraction, cfg.seed, cfg.patch_size)
     channels = items[0].image.shape[0]
     desc = f"{name}: {len(items)} annotated plane(s) of shape {items[0].shape}, {cfg.label_mode} labels"
-    return TrainData(split.train, split.val, k, channels, desc, note=split.note)
+    note = " ".join([*notes, split.note]).strip()
+    return TrainData(split.train, split.val, k, channels, desc, note=note)
 
 
 def dataset_provider(name: str) -> Callable[..., Any]:

@@ -197,3 +197,47 @@ def test_missing_file_and_newer_format(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="format version 99"):
         load_model(path)
     assert not os.path.exists(tmp_path / "nope.pt")
+
+
+# ------------------------------------------------------------ harmless extras, diverged weights
+def test_numpy_scalars_beside_the_weights_are_accepted(tmp_path: Path) -> None:
+    """Training scripts often store a best metric as np.float64: data, not code (issue 12.5)."""
+    path = tmp_path / "script.pth"
+    extras = {"best_dice": np.float64(0.91), "epoch": np.int64(7), "dtype": np.dtype("float32")}
+    torch.save({"state_dict": official_state("resnet50", with_dct=False), **extras}, path)
+    model = load_model(path)
+    assert model.config.backbone == "resnet50"
+    assert read_checkpoint_info(path)["config"]["backbone"] == "resnet50"
+
+
+def test_other_objects_are_still_refused_with_the_way_out(tmp_path: Path) -> None:
+    path = tmp_path / "arrays.pth"
+    torch.save({"state_dict": official_state("resnet50", with_dct=False), "hist": np.zeros(3)}, path)
+    with pytest.raises(UnsafeCheckpointError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "weights_only=False" in message and "torch.save(ckpt['state_dict']" in message
+
+
+def test_nan_weights_are_refused_on_load_and_listed_with_the_problem(tmp_path: Path, monkeypatch) -> None:
+    from napari_madgnet.model import DivergedWeightsError
+    from napari_madgnet.registry import list_models
+
+    state = official_state("resnet50", with_dct=False)
+    key = "decoder_stage1.conv1.0.weight" if "decoder_stage1.conv1.0.weight" in state else next(iter(state))
+    state[key] = state[key].clone()
+    state[key].view(-1)[3] = float("nan")
+    models = tmp_path / "models"
+    models.mkdir()
+    path = models / "diverged.pt"
+    torch.save({"model_state_dict": state}, path)
+    with pytest.raises(DivergedWeightsError, match=r"NaN or infinite weights .*diverged training\?"):
+        load_model(path)
+    with pytest.raises(DivergedWeightsError, match=key):
+        read_checkpoint_info(path)
+    state[key].view(-1)[3] = float("inf")
+    with pytest.raises(DivergedWeightsError):
+        load_model(state)
+    monkeypatch.setenv("MADGNET_MODELS_DIR", str(models))
+    (entry,) = list_models()
+    assert not entry.available and "diverged training?" in entry.problem

@@ -1,10 +1,12 @@
 """``madgnet predict``: segment image files and folders with a registered or given model.
 
 Masks go to ``OUT/<stem>_mask.tif`` (or .png/.zarr); ``--save-probabilities`` adds
-``OUT/<stem>_probabilities.tif``. Medical volumes (DICOM, NIfTI, NRRD, MetaImage; the
-``medical`` extra) are segmented plane by plane along their slice axis and their masks written in
-the same family with the same geometry (NIfTI for NIfTI and DICOM, NRRD, MHA); videos (the
-``video`` extra) give ``<stem>_mask.tif`` (a page per frame) and ``<stem>_overlay.mp4``.
+``OUT/<stem>_probabilities.tif``, ``--save-uncertainty`` ``OUT/<stem>_uncertainty.tif`` (the
+uncertainty map of ``inference.heads``; in a .zarr mask store it is an array beside the mask).
+Medical volumes (DICOM, NIfTI, NRRD, MetaImage; the ``medical`` extra) are segmented plane by
+plane along their slice axis and their masks written in the same family with the same geometry
+(NIfTI for NIfTI and DICOM, NRRD, MHA); videos (the ``video`` extra) give ``<stem>_mask.tif`` (a
+page per frame) and ``<stem>_overlay.mp4``.
 Inputs are never overwritten and existing outputs are refused unless ``--overwrite``. One failing
 file does not stop the others; the exit code is 0 only when all succeeded. Under ``torchrun`` each
 process takes its share of the files (RANK/WORLD_SIZE) and its own GPU (LOCAL_RANK).
@@ -73,6 +75,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--series", help="SeriesInstanceUID to read from DICOM folders holding several series")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.tif")
+    p.add_argument(
+        "--save-uncertainty",
+        action="store_true",
+        help="also write <stem>_uncertainty.tif: per-pixel entropy of the (TTA-averaged) probability, 0-1",
+    )
     p.add_argument("--config", type=Path, help="YAML file of InferenceConfig settings; flags override it")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--recursive", action="store_true", help="look into sub-folders")
@@ -93,12 +100,23 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--batch-size", type=int, help="tiles or planes per forward pass")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    g.add_argument(
+        "--tta", type=int, choices=(1, 2, 4, 8), help="flip test-time augmentation: forward passes averaged"
+    )
     g = p.add_argument_group("post-processing")
     g.add_argument("--threshold", type=float, help="probability threshold (default 0.5)")
     g.add_argument("--fill-holes", action="store_true", default=None, help="fill holes in objects")
     g.add_argument("--min-size", type=int, help="remove objects smaller than this many pixels")
     g.add_argument("--largest", action="store_true", default=None, help="keep the largest object only")
-    g.add_argument("--instances", action="store_true", default=None, help="number objects 1..N")
+    g.add_argument(
+        "--instances",
+        nargs="?",
+        const=True,
+        choices=("components", "watershed"),
+        default=None,
+        help="number objects 1..N: connected components, or a watershed on the model's distance map "
+        "(alone: watershed for models trained with the distance head, else components)",
+    )
     p.set_defaults(func=run)
 
 
@@ -128,7 +146,10 @@ def build_config(args: argparse.Namespace) -> Any:
         "input_size": args.input_size,
         "batch_size": args.batch_size,
         "device": args.device,
+        "tta": args.tta,
     }
+    if args.save_uncertainty:
+        flags["uncertainty"] = data.get("uncertainty") or True
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.tile is not None and args.geometry is None:
         data["geometry"] = "tiles"
@@ -157,7 +178,7 @@ def default_format(path: Path) -> str:
 
 
 def plan_outputs(
-    files: list[Path], out: Path, fmt: str | None, probabilities: bool
+    files: list[Path], out: Path, fmt: str | None, probabilities: bool, uncertainty: bool = False
 ) -> dict[Path, dict[str, Path]]:
     """Output paths per input; refuses name clashes and outputs that would replace an input.
 
@@ -175,9 +196,12 @@ def plan_outputs(
         paths = {"mask": out / f"{stem}_mask.{ext}"}
         if is_video_path(f):
             paths["overlay"] = out / f"{stem}_overlay.mp4"
-        elif probabilities and ext != "zarr":  # a zarr mask store holds the probabilities already
-            prob_ext = ext if f".{ext}" in WRITE_SUFFIXES else "tif"
-            paths["probabilities"] = out / f"{stem}_probabilities.{prob_ext}"
+        elif ext != "zarr":  # a zarr mask store holds the probabilities (and uncertainty) already
+            extra_ext = ext if f".{ext}" in WRITE_SUFFIXES else "tif"
+            if probabilities:
+                paths["probabilities"] = out / f"{stem}_probabilities.{extra_ext}"
+            if uncertainty:
+                paths["uncertainty"] = out / f"{stem}_uncertainty.{extra_ext}"
         for p in paths.values():
             if p.resolve() in inputs:
                 raise ValueError(f"Output {p} would overwrite an input; choose another output folder (-o).")
@@ -246,9 +270,11 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, 
         written.append(paths["mask"])
     else:
         mask, probs = np.asarray(result.mask), np.asarray(result.probabilities)
+        unc = None if result.uncertainty is None else np.asarray(result.uncertainty)
         if engine_axes != stored_axes:  # labels back in the stored order, on the image's grid
             back = [result.axes.index(a) for a in stored_axes.replace("C", "")]
             mask, probs = mask.transpose(back), probs.transpose([0, *(1 + b for b in back)])
+            unc = None if unc is None else unc.transpose([0, *(1 + b for b in back)])
         # the image's geometry; a plain image (no axes in the file) is placed at unit spacing
         ref = image if image.axes is not None else dataclasses.replace(image, data=mask, axes=result.axes)
         try:
@@ -258,6 +284,10 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, 
                 probs = probs[0] if probs.shape[0] == 1 else probs
                 write_output(paths["probabilities"], probs, ref, kind="image", overwrite=overwrite)
                 written.append(paths["probabilities"])
+            if "uncertainty" in paths:
+                unc = unc[0] if unc.shape[0] == 1 else unc
+                write_output(paths["uncertainty"], unc, ref, kind="image", overwrite=overwrite)
+                written.append(paths["uncertainty"])
         except BaseException:
             for p in written:  # no half set of outputs
                 p.unlink(missing_ok=True)
@@ -275,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         config = build_config(args)
         rank, world, local_rank = distributed_rank()
         files = find_images(args.inputs, recursive=args.recursive)
-        plan = plan_outputs(files, args.output, args.format, args.save_probabilities)
+        plan = plan_outputs(files, args.output, args.format, args.save_probabilities, args.save_uncertainty)
     except (ValueError, ImageReadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

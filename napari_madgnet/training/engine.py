@@ -75,6 +75,9 @@ class TrainResult:
     total_steps: int = 0  # the planned number of optimiser steps
     model_name: str | None = None  # the registry name the saved model is listed under
     warnings: list[str] = field(default_factory=list)
+    #: how a continued run started (``training.continued``): the run folder and whether its
+    #: optimiser state was used ("restored") or not ("fresh", with the reason)
+    continued: dict[str, Any] | None = None
 
     @property
     def steps(self) -> int:
@@ -210,6 +213,7 @@ def iter_train(
     resume: bool | str | Path = False,
     cancel: CancelToken | None = None,
     model_path: str | Path | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train, yielding a ``Progress`` after each optimiser step; return a ``TrainResult``.
 
@@ -218,7 +222,9 @@ def iter_train(
     path). ``model_path``: where the final model (the best validated weights) is saved with
     ``save_model``. Cancelling stops after the current step, saves the state and returns like a
     finished run (``stopped="cancelled"``, the best model so far written to ``model_path``);
-    ``jobs.Cancelled`` is raised only when no step was done.
+    ``jobs.Cancelled`` is raised only when no step was done. ``optimizer_state``: an Adam
+    ``state_dict`` of an earlier run of this very ``model`` (``training.continued``): its moments
+    are kept, this config's learning rate and weight decay apply.
     """
     cfg.validate()
     if not data.train:
@@ -242,6 +248,14 @@ def iter_train(
     layout = _memory_format(cfg, device)
     net.to(device, memory_format=layout).train()
     optim = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer_state is not None:
+        # only the per-parameter moments: the old groups' lr (and the old schedule's initial_lr,
+        # which the new scheduler would keep) must not override this run's settings
+        groups = [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": saved["params"]}
+            for g, saved in zip(optim.param_groups, optimizer_state["param_groups"], strict=True)
+        ]
+        optim.load_state_dict({"state": optimizer_state["state"], "param_groups": groups})
     total = total_steps(cfg, data, info.world)
     per_epoch = steps_per_epoch(cfg, data, info.world)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(cfg, total))

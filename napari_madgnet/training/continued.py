@@ -44,19 +44,25 @@ class Region:
     box: tuple[int, int, int, int] | None = None
 
 
-def continue_config(model: nn.Module, steps: int = 80, **overrides: Any) -> TrainConfig:
+def continue_config(model: nn.Module, steps: int = 60, **overrides: Any) -> TrainConfig:
     """The settings for continuing ``model``: its own recipe (normalisation, patch size, label
-    mode, augmentation, loss: from its provenance; ``TrainConfig.finetune`` when it has none),
-    for ``steps`` steps with a quarter of the recipe's learning rate on a cosine schedule, no
-    warm-up, validation off (the last model is kept), the training state saved once at the end
-    (and on Stop). ``overrides`` win.
+    mode, augmentation, loss: from its provenance), for ``steps`` steps with a quarter of the
+    recipe's learning rate on a cosine schedule (a model without a recipe, e.g. a released one:
+    ``TrainConfig.finetune`` and its rate for starting from a trained MADGNet), no warm-up,
+    validation off (the last model is kept), the training state saved once at the end (and on
+    Stop). ``overrides`` win. 60 steps is what ``benchmarks/bench_active_learning.py`` measured.
     """
     info = getattr(model, "checkpoint_info", None) or {}
     recipe = (info.get("provenance") or {}).get("recipe")
-    base = TrainConfig.from_dict(recipe) if isinstance(recipe, dict) else TrainConfig.finetune()
+    if isinstance(recipe, dict):
+        base = TrainConfig.from_dict(recipe)
+        lr = base.lr / 4
+    else:  # a released model: the fine-tuning preset's rate for starting from a trained MADGNet
+        base = TrainConfig.finetune(from_model="released")
+        lr = base.lr
     changes: dict[str, Any] = dict(
         from_model=None,
-        lr=base.lr / 4,
+        lr=lr,
         scheduler="cosine",
         warmup_steps=0,
         val_fraction=0.0,
@@ -190,6 +196,11 @@ def iter_continue_finetune(
     """
     if not hasattr(model, "forward_stages"):
         raise UserError(f"{type(model).__name__} is not a MADGNet; only MADGNet models can be fine-tuned.")
+    if getattr(model, "bn_folded", False):
+        raise UserError(
+            "This is the model's fast inference copy (BatchNorm folded), which cannot be trained; "
+            "pass the model it was made from (or load the model file again)."
+        )
     cfg = config or continue_config(model)
     cfg.validate()
     plan = plan_output(out, name, folder=folder, work_dir=work_dir)
@@ -206,6 +217,8 @@ def iter_continue_finetune(
             f"The labels have {data.num_classes} class(es) but the model predicts {model.num_classes}; "
             "start a new fine-tuning run (Fine-tune from this model) to change the classes."
         )
+    if data.note:
+        yield Progress(0.0, data.note, {"warning": True, "note": data.note})
     optimizer_state, how = matching_optimizer_state(model, previous_run)
     restored = optimizer_state is not None
     yield Progress(0.0, f"Continuing from the current model: {how}", {"optimizer_state": restored})

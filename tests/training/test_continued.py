@@ -80,3 +80,30 @@ def test_region_items_cut_the_normalised_image_and_check_the_regions(tiny_cfg) -
         region_items(stack, stack_labels, [Region((2,), (0, 0, 64, 64))], tiny_cfg, axes="ZYX")
     with pytest.raises(DataError, match="patch size"):
         region_items(stack, stack_labels, [Region((0,), (0, 0, 32, 90))], tiny_cfg, axes="ZYX")
+
+
+def test_continue_config_follows_the_models_recipe(tiny_cfg) -> None:
+    from types import SimpleNamespace
+
+    trained = SimpleNamespace(checkpoint_info={"provenance": {"recipe": tiny_cfg.replace(lr=2e-3).to_dict()}})
+    cfg = continue_config(trained, steps=30)
+    assert cfg.lr == pytest.approx(5e-4) and cfg.patch_size == tiny_cfg.patch_size
+    assert cfg.max_steps == 30 and cfg.checkpoint_every == 30 and cfg.warmup_steps == 0
+    assert cfg.val_fraction == 0.0 and cfg.from_model is None
+    released = continue_config(SimpleNamespace(checkpoint_info=None), steps=30, lr=1e-4)
+    assert released.lr == 1e-4  # overrides win
+    assert continue_config(SimpleNamespace(checkpoint_info=None)).lr == pytest.approx(5e-5)
+
+
+def test_an_inference_copy_or_another_network_is_refused_before_any_work(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from napari_madgnet.errors import UserError
+
+    image, labels = blobs((64, 64))
+    folded = SimpleNamespace(forward_stages=None, bn_folded=True, checkpoint_info=None)
+    with pytest.raises(UserError, match="inference copy"):
+        continue_finetune(folded, image, labels, out=tmp_path / "m.pt", register=False)
+    with pytest.raises(UserError, match="not a MADGNet"):
+        continue_finetune(torch.nn.Linear(2, 2), image, labels, out=tmp_path / "m.pt", register=False)
+    assert not (tmp_path / "m.pt").exists()

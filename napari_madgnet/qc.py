@@ -17,6 +17,9 @@
   any object of the other image;
 - ``error_map``: uint8 label image, 0 = agree, 1 = false positive (pred > 0, ref = 0),
   2 = false negative (ref > 0, pred = 0);
+- ``overall`` also holds ``object_f1`` and ``panoptic_quality`` of that matching
+  (``object_scores`` computes them, with precision, recall, SQ and RQ, without the surface
+  distances);
 - ``worst_slice``: index (along the leading axes) of the plane with the most disagreeing pixels
   (false positives + false negatives), ties broken by the lower Dice; with ``worst_by="dice"``
   the plane with the lowest Dice. The default looks where most is wrong: the lowest Dice is
@@ -196,16 +199,10 @@ def _match(ious: dict[tuple[int, int], float], threshold: float) -> list[tuple[i
     return pairs
 
 
-def _object_rows(
-    pred_lab: np.ndarray,
-    ref_lab: np.ndarray,
-    spacing: np.ndarray,
-    tolerance: float,
-    tag: str,
-    match_iou: float,
-    spatial: str,
-) -> list[dict[str, Any]]:
-    """Per-object rows for one frame (n-D spatial arrays of instance labels)."""
+def _pair_ious(
+    pred_lab: np.ndarray, ref_lab: np.ndarray
+) -> tuple[np.ndarray, dict[int, int], np.ndarray, dict[int, int], dict[tuple[int, int], float]]:
+    """Object ids and sizes of both images and the IoU of every overlapping (reference, predicted) pair."""
     ref_ids, ref_sizes = np.unique(ref_lab[ref_lab > 0], return_counts=True)
     pred_ids, pred_sizes = np.unique(pred_lab[pred_lab > 0], return_counts=True)
     ref_size = dict(zip(ref_ids.tolist(), ref_sizes.tolist(), strict=True))
@@ -216,6 +213,20 @@ def _object_rows(
     ious: dict[tuple[int, int], float] = {}
     for (a, b), i in zip(pairs.T.tolist(), inter.tolist(), strict=True):
         ious[(a, b)] = i / (ref_size[a] + pred_size[b] - i)
+    return ref_ids, ref_size, pred_ids, pred_size, ious
+
+
+def _object_rows(
+    pred_lab: np.ndarray,
+    ref_lab: np.ndarray,
+    spacing: np.ndarray,
+    tolerance: float,
+    tag: str,
+    match_iou: float,
+    spatial: str,
+) -> list[dict[str, Any]]:
+    """Per-object rows for one frame (n-D spatial arrays of instance labels)."""
+    ref_ids, ref_size, pred_ids, pred_size, ious = _pair_ious(pred_lab, ref_lab)
     best_ref: dict[int, float] = {}
     best_pred: dict[int, float] = {}
     for (a, b), v in ious.items():
@@ -432,6 +443,12 @@ def compare_masks(
                 "matched_objects": status.count("matched"),
                 "missed_objects": status.count("missed"),
                 "false_positive_objects": status.count("false positive"),
+                **_detection_quality(
+                    status.count("matched"),
+                    status.count("false positive"),
+                    status.count("missed"),
+                    sum(o["iou"] for o in objs if o["status"] == "matched"),
+                ),
             }
         )
     return ComparisonReport(
@@ -447,3 +464,67 @@ def compare_masks(
         match_iou=float(match_iou),
         names=names,
     )
+
+
+def object_scores(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    *,
+    match_iou: float = 0.5,
+    objects: ObjectsMode = "auto",
+    axes: str | None = None,
+) -> dict[str, float]:
+    """Object-level detection and panoptic quality of ``pred`` against ``ref`` (same shape).
+
+    Objects are matched one-to-one exactly as in ``compare_masks`` (candidate pairs with IoU >=
+    ``match_iou``, Hungarian assignment maximising the summed IoU; at 0.5 and above the matching
+    is unique). Then, with TP matched pairs, FP unmatched predicted objects and FN unmatched
+    reference objects: ``precision`` TP / (TP + FP), ``recall`` TP / (TP + FN), ``f1``
+    2 TP / (2 TP + FP + FN); ``sq`` (segmentation quality) the mean IoU of the matched pairs,
+    ``rq`` (recognition quality) = ``f1``, and ``pq`` (panoptic quality, Kirillov et al. 2019)
+    = sq x rq = sum of matched IoUs / (TP + FP / 2 + FN / 2). Two empty images score 1.
+    Objects are found per frame of a time series, as in ``compare_masks`` (``objects``, ``axes``:
+    see there); no surface distances are computed, so this is fast on large images.
+    Raises ``UserError`` for different shapes or a ``match_iou`` outside (0, 1].
+    """
+    p_raw, r_raw = check_labels(np.asarray(pred)), check_labels(np.asarray(ref))
+    if p_raw.shape != r_raw.shape:
+        raise UserError(f"prediction has shape {p_raw.shape} but reference has {r_raw.shape}.")
+    if not 0 < match_iou <= 1:
+        raise UserError(f"match_iou must be in (0, 1], got {match_iou}.")
+    ax = resolve_axes(p_raw.ndim, axes)
+    n_time = 1 if ax.startswith("T") else 0
+    mode_p, mode_r = objects_mode(p_raw, objects), objects_mode(r_raw, objects)
+    tp = fp = fn = 0
+    iou_sum = 0.0
+    for idx, frame in iter_frames(p_raw, n_time):
+        ref_ids, _, pred_ids, _, ious = _pair_ious(
+            instance_labels(frame, mode_p), instance_labels(r_raw[idx], mode_r)
+        )
+        pairs = _match(ious, match_iou)
+        tp += len(pairs)
+        fp += len(pred_ids) - len(pairs)
+        fn += len(ref_ids) - len(pairs)
+        iou_sum += sum(ious[p] for p in pairs)
+    if tp + fp + fn == 0:
+        return dict(tp=0, fp=0, fn=0, precision=1.0, recall=1.0, f1=1.0, sq=1.0, rq=1.0, pq=1.0)
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    sq = iou_sum / tp if tp else 0.0
+    return dict(
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        precision=tp / (tp + fp) if tp + fp else 0.0,
+        recall=tp / (tp + fn) if tp + fn else 0.0,
+        f1=f1,
+        sq=sq,
+        rq=f1,
+        pq=sq * f1,
+    )
+
+
+def _detection_quality(tp: int, fp: int, fn: int, iou_sum: float) -> dict[str, float]:
+    """``compare_masks``' overall object F1 and panoptic quality (see ``object_scores``)."""
+    if tp + fp + fn == 0:
+        return {"object_f1": 1.0, "panoptic_quality": 1.0}
+    return {"object_f1": 2 * tp / (2 * tp + fp + fn), "panoptic_quality": iou_sum / (tp + 0.5 * (fp + fn))}

@@ -60,3 +60,19 @@ def test_plain_loop_loss_is_the_engine_loss() -> None:
     stages = [tuple(torch.randn(2, 1, 70, 90) for _ in range(3)) for _ in range(4)]
     engine, _ = esdm_loss(stages, batch, LossConfig())
     torch.testing.assert_close(engine, bench_training.plain_loss(stages, batch), rtol=1e-5, atol=1e-6)
+
+
+def test_heads_benchmarks_import_and_score_as_documented() -> None:
+    """The E-SDM heads benchmarks need the demo's model; their imports and scores are checked here."""
+    import bench_active_learning  # noqa: F401
+    import bench_instances  # noqa: F401
+    import bench_uncertainty  # noqa: F401
+    import heads_common
+    import numpy as np
+
+    score = np.array([0.1, 0.4, 0.35, 0.8])
+    error = np.array([False, False, True, True])
+    assert heads_common.auroc(score, error) == 0.75  # 3 of the 4 (error, correct) pairs ordered right
+    assert np.isnan(heads_common.auroc(score, np.ones(4, bool)))  # no correct pixel: undefined
+    top = heads_common.coverage(score, error, top=0.25)  # the single most uncertain pixel is an error
+    assert top == {"error_coverage": 0.5, "error_rate_in_top": 1.0, "error_rate_overall": 0.5}

@@ -1,14 +1,15 @@
 """``madgnet predict``: segment image files and folders with a registered or given model.
 
 Masks go to ``OUT/<stem>_mask.tif`` (or .png/.zarr); ``--save-probabilities`` adds
-``OUT/<stem>_probabilities.tif``. Medical volumes (DICOM, NIfTI, NRRD, MetaImage; the
-``medical`` extra) are segmented plane by plane along their slice axis and their masks written in
-the same family with the same geometry (NIfTI for NIfTI and DICOM, NRRD, MHA); videos (the
-``video`` extra) give ``<stem>_mask.tif`` (a page per frame) and ``<stem>_overlay.mp4``.
-Inputs are never overwritten and existing outputs are refused unless ``--overwrite``;
-``--skip-existing`` continues an interrupted run (complete output sets are skipped, incomplete
-ones redone). One failing file does not stop the others; the exit code is 0 only when all
-succeeded (130 when stopped by Ctrl-C/SIGTERM, which finishes nothing half-way). The output
+``OUT/<stem>_probabilities.tif``, ``--save-uncertainty`` ``OUT/<stem>_uncertainty.tif`` (the
+uncertainty map of ``inference.heads``; in a .zarr mask store it is an array beside the mask).
+Medical volumes (DICOM, NIfTI, NRRD, MetaImage; the ``medical`` extra) are segmented plane by plane
+along their slice axis and their masks written in the same family with the same geometry (NIfTI for
+NIfTI and DICOM, NRRD, MHA); videos (the ``video`` extra) give ``<stem>_mask.tif`` (a page per
+frame) and ``<stem>_overlay.mp4``. Inputs are never overwritten and existing outputs are refused
+unless ``--overwrite``; ``--skip-existing`` continues an interrupted run (complete output sets are
+skipped, incomplete ones redone). One failing file does not stop the others; the exit code is 0 only
+when all succeeded (130 when stopped by Ctrl-C/SIGTERM, which finishes nothing half-way). The output
 folder holds a JSON log, ``madgnet-predict-<time>.json``, rewritten as files finish: per file its
 status, outputs, resolved axes, normalisation range, geometry, device and full provenance. Under
 ``torchrun`` each process takes its share of the files (RANK/WORLD_SIZE) and its own GPU
@@ -79,6 +80,11 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--series", help="SeriesInstanceUID to read from DICOM folders holding several series")
     p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.tif")
+    p.add_argument(
+        "--save-uncertainty",
+        action="store_true",
+        help="also write <stem>_uncertainty.tif: per-pixel entropy of the (TTA-averaged) probability, 0-1",
+    )
     p.add_argument("--config", type=Path, help="YAML file of InferenceConfig settings; flags override it")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -109,12 +115,23 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--batch-size", type=int, help="tiles or planes per forward pass")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    g.add_argument(
+        "--tta", type=int, choices=(1, 2, 4, 8), help="flip test-time augmentation: forward passes averaged"
+    )
     g = p.add_argument_group("post-processing")
     g.add_argument("--threshold", type=float, help="probability threshold (default 0.5)")
     g.add_argument("--fill-holes", action="store_true", default=None, help="fill holes in objects")
     g.add_argument("--min-size", type=int, help="remove objects smaller than this many pixels")
     g.add_argument("--largest", action="store_true", default=None, help="keep the largest object only")
-    g.add_argument("--instances", action="store_true", default=None, help="number objects 1..N")
+    g.add_argument(
+        "--instances",
+        nargs="?",
+        const=True,
+        choices=("components", "watershed"),
+        default=None,
+        help="number objects 1..N: connected components, or a watershed on the model's distance map "
+        "(alone: watershed for models trained with the distance head, else components)",
+    )
     p.set_defaults(func=run)
 
 
@@ -137,7 +154,10 @@ def build_config(args: argparse.Namespace) -> Any:
         "input_size": args.input_size,
         "batch_size": args.batch_size,
         "device": args.device,
+        "tta": args.tta,
     }
+    if args.save_uncertainty:
+        flags["uncertainty"] = data.get("uncertainty") or True
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.tile is not None and args.geometry is None:
         data["geometry"] = "tiles"
@@ -166,7 +186,7 @@ def default_format(path: Path) -> str:
 
 
 def plan_outputs(
-    files: list[Path], out: Path, fmt: str | None, probabilities: bool
+    files: list[Path], out: Path, fmt: str | None, probabilities: bool, uncertainty: bool = False
 ) -> dict[Path, dict[str, Path]]:
     """Output paths per input; refuses name clashes and outputs that would replace an input.
 
@@ -184,9 +204,12 @@ def plan_outputs(
         paths = {"mask": out / f"{stem}_mask.{ext}"}
         if is_video_path(f):
             paths["overlay"] = out / f"{stem}_overlay.mp4"
-        elif probabilities and ext != "zarr":  # a zarr mask store holds the probabilities already
-            prob_ext = ext if f".{ext}" in WRITE_SUFFIXES else "tif"
-            paths["probabilities"] = out / f"{stem}_probabilities.{prob_ext}"
+        elif ext != "zarr":  # a zarr mask store holds the probabilities (and uncertainty) already
+            extra_ext = ext if f".{ext}" in WRITE_SUFFIXES else "tif"
+            if probabilities:
+                paths["probabilities"] = out / f"{stem}_probabilities.{extra_ext}"
+            if uncertainty:
+                paths["uncertainty"] = out / f"{stem}_uncertainty.{extra_ext}"
         for p in paths.values():
             if p.resolve() in inputs:
                 raise ValueError(f"Output {p} would overwrite an input; choose another output folder (-o).")
@@ -411,9 +434,11 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, 
         written.append(paths["mask"])
     else:
         mask, probs = np.asarray(result.mask), np.asarray(result.probabilities)
+        unc = None if result.uncertainty is None else np.asarray(result.uncertainty)
         if engine_axes != stored_axes:  # labels back in the stored order, on the image's grid
             back = [result.axes.index(a) for a in stored_axes.replace("C", "")]
             mask, probs = mask.transpose(back), probs.transpose([0, *(1 + b for b in back)])
+            unc = None if unc is None else unc.transpose([0, *(1 + b for b in back)])
         # the image's geometry; a plain image (no axes in the file) is placed at unit spacing
         ref = image if image.axes is not None else dataclasses.replace(image, data=mask, axes=result.axes)
         try:
@@ -423,6 +448,10 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, 
                 probs = probs[0] if probs.shape[0] == 1 else probs
                 write_output(paths["probabilities"], probs, ref, kind="image", overwrite=overwrite)
                 written.append(paths["probabilities"])
+            if "uncertainty" in paths:
+                unc = unc[0] if unc.shape[0] == 1 else unc
+                write_output(paths["uncertainty"], unc, ref, kind="image", overwrite=overwrite)
+                written.append(paths["uncertainty"])
         except BaseException:
             for p in written:  # no half set of outputs
                 p.unlink(missing_ok=True)
@@ -452,7 +481,7 @@ def run(args: argparse.Namespace) -> int:
         files = find_images(
             args.inputs, recursive=args.recursive, exclude=output_exclusions(args.output), skipped=left_out
         )
-        plan = plan_outputs(files, args.output, args.format, args.save_probabilities)
+        plan = plan_outputs(files, args.output, args.format, args.save_probabilities, args.save_uncertainty)
         mine = shard_files(files, rank, world)
         if not (args.overwrite or args.skip_existing):
             _refuse_existing(mine, plan)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from napari_madgnet.errors import ConfigError
+from napari_madgnet.inference.heads import TTA_CHOICES, UNCERTAINTY_MEASURES
+from napari_madgnet.inference.instances import INSTANCE_METHODS
 from napari_madgnet.layout import check_axes
 from napari_madgnet.preprocess import RANGE_PER, Normalization
 from napari_madgnet.settings import (
@@ -38,14 +40,26 @@ class PostprocessConfig:
     ``threshold``: probability above which a pixel belongs to a class. ``fill_holes``: fill
     enclosed background. ``min_size``: remove objects (and, with ``fill_holes``, holes) smaller
     than this many pixels. ``largest``: keep only the largest object of each class per plane.
-    ``instances``: number connected objects 1..N (unique over the whole stack) instead of class ids.
+    ``instances``: number objects 1..N (unique over the whole stack) instead of class ids:
+    ``"components"`` (connected components: touching objects merge), ``"watershed"`` (split along
+    the valleys of MADGNet's predicted distance map averaged with the mask's own distance
+    transform, see ``inference.instances``; the engine then keeps the distance and boundary
+    maps) or ``True`` (the default method: watershed when the distance map is there, i.e. for
+    models trained with the distance head, else components);
+    ``False``: class ids. The watershed's settings (``inference.instances``): ``peak_height``
+    (marker height in distance units, [0, 1]), ``boundary_barrier`` (weight of the boundary map
+    in the relief) and ``head_weight`` (share of the predicted distance in the relief, the rest
+    being the mask's own distance transform; 0 needs no distance head).
     """
 
     threshold: float = setting(0.5, ge=0, le=1)
     fill_holes: bool = False
     min_size: int = setting(0, ge=0)
     largest: bool = False
-    instances: bool = False
+    instances: bool | str = setting(False, choices=INSTANCE_METHODS)
+    peak_height: float = setting(0.05, ge=0, le=1, why="in distance-map units")
+    boundary_barrier: float = setting(0.5, ge=0)
+    head_weight: float = setting(0.5, ge=0, le=1, why="a share of the relief")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -79,6 +93,14 @@ class InferenceConfig:
     forward pass (``None``: 8 on a GPU, 1 on the CPU, where one at a time with packed weights is
     the fastest at every size measured), ``mixed_precision`` (CUDA only). ``output_zarr``: write
     probabilities and labels to this zarr store instead of memory, for stacks larger than RAM.
+
+    Extra outputs (``inference.heads``): ``tta`` flip passes (1 = off; 2, 4 or 8 forward passes,
+    averaged), ``uncertainty``: a per-pixel uncertainty map in [0, 1] beside the probabilities:
+    ``True`` (= ``"entropy"``: the binary entropy of the final, TTA-averaged probability, the
+    measure that tracked the errors best), ``"tta"`` (disagreement of the flips), ``"stages"``
+    (disagreement of the four decoder stages; measured weak, kept to repeat the measurement; see
+    ``inference.heads``) or ``False``. Watershed instances (``postprocess``) make the engine keep
+    the distance and boundary maps too.
     """
 
     axes: str | None = None
@@ -95,6 +117,8 @@ class InferenceConfig:
     device: str = setting("auto", pattern=DEVICE_NAME, examples="auto, cpu, cuda, cuda:1, mps")
     mixed_precision: bool = True
     output_zarr: str | None = None
+    tta: int = 1
+    uncertainty: bool | str = setting(False, choices=UNCERTAINTY_MEASURES)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
     def __post_init__(self) -> None:
@@ -105,6 +129,13 @@ class InferenceConfig:
         check_fields(self)
         if self.axes is not None:
             self.axes = check_axes(self.axes)
+        if int(self.tta) not in TTA_CHOICES:
+            raise config_error("tta", f"is the number of flip passes, one of {TTA_CHOICES}; got {self.tta}.")
+        self.tta = int(self.tta)
+        if self.uncertainty == "tta" and self.tta == 1:
+            raise config_error(
+                "uncertainty", "'tta' is the disagreement of flips: set tta to 2, 4 or 8 as well."
+            )
         if self.normalization is not None:
             try:
                 Normalization.from_value(self.normalization)

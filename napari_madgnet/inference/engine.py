@@ -22,9 +22,17 @@ import numpy as np
 import torch
 
 from napari_madgnet.device import free_device_memory, resolve_device
+from napari_madgnet.errors import UserError
 from napari_madgnet.inference.config import DEFAULT_INPUT_SIZE, InferenceConfig, PostprocessConfig
+from napari_madgnet.inference.heads import (
+    DISAGREEMENTS,
+    OutputSpec,
+    binary_entropy,
+    distance_head_trained,
+    resolve_uncertainty,
+)
 from napari_madgnet.inference.plane import iter_predict_plane, resize_in, resize_out
-from napari_madgnet.inference.postprocess import label_dtype, postprocess
+from napari_madgnet.inference.postprocess import instance_method, label_dtype, postprocess
 from napari_madgnet.inference.provenance import build_provenance
 from napari_madgnet.inference.runner import Runner
 from napari_madgnet.inference.tiling import batches
@@ -47,7 +55,11 @@ class SegmentationResult:
     ``probabilities``: float32 (K, *spatial) per-class sigmoid probabilities (multi-label).
     ``mask``: labels with the input's spatial shape (class ids, or instance ids when asked).
     ``axes``: the spatial axes of ``mask`` (the input's axes without C).
-    Either may be a zarr array when the run wrote to ``output_zarr``.
+    ``distance``, ``boundary``: float32 (K, *spatial) E-SDM head maps in [0, 1], kept for
+    watershed instances (else None); ``uncertainty``: float32 (K, *spatial) uncertainty in
+    [0, 1] when ``config.uncertainty`` asked for it (else None; the entropy of the
+    probabilities by default, see ``inference.heads``).
+    Any of them may be a zarr array when the run wrote to ``output_zarr``.
     """
 
     probabilities: Any
@@ -55,17 +67,28 @@ class SegmentationResult:
     axes: str
     config: InferenceConfig
     provenance: dict[str, Any] = field(default_factory=dict)
+    distance: Any = None
+    boundary: Any = None
+    uncertainty: Any = None
 
     @property
     def n_classes(self) -> int:
         return int(self.probabilities.shape[0])
 
     def repostprocess(self, config: PostprocessConfig) -> SegmentationResult:
-        """A new result with labels from other post-processing settings; the network does not run."""
-        mask = postprocess(self.probabilities, config)
+        """A new result with labels from other post-processing settings; the network does not run.
+
+        Watershed instances use the cached distance and boundary maps; raises ``UserError`` when
+        they were not kept (segment again with ``instances="watershed"``).
+        """
+        mask = postprocess(self.probabilities, config, distance=self.distance, boundary=self.boundary)
         new_config = replace(self.config, postprocess=config)
-        prov = dict(self.provenance, config=new_config.to_dict())
-        return SegmentationResult(self.probabilities, mask, self.axes, new_config, prov)
+        resolved = dict(self.provenance.get("resolved") or {})
+        resolved["instances"] = instance_method(
+            config.instances, self.distance is not None, config.head_weight
+        )
+        prov = dict(self.provenance, config=new_config.to_dict(), resolved=resolved)
+        return replace(self, mask=mask, config=new_config, provenance=prov)
 
 
 def _model_preprocessing(model: torch.nn.Module) -> dict[str, Any]:
@@ -123,14 +146,58 @@ def _as_array(image: Any) -> Any:
     return image
 
 
+#: Array names in an ``output_zarr`` store, by runner block.
+_STORE_NAMES = {
+    "map": "probabilities",
+    "distance": "distance",
+    "boundary": "boundary",
+    "uncertainty": "uncertainty",
+}
+
+
+def output_spec(config: InferenceConfig, model: torch.nn.Module) -> tuple[OutputSpec, str | None]:
+    """The runner outputs ``config`` needs from ``model`` and the instance method it implies.
+
+    Watershed instances (asked, or ``instances=True`` with a model whose distance head was trained,
+    ``heads.distance_head_trained``) keep the distance and boundary maps; the "tta" and "stages"
+    uncertainties are computed per tile. Raises ``UserError`` for watershed, or the stage
+    uncertainty, on a network without decoder stages.
+    """
+    instances = config.postprocess.instances
+    trained, why = distance_head_trained(model)
+    uses_head = config.postprocess.head_weight > 0
+    heads = (instances == "watershed" and uses_head) or (instances is True and trained)
+    if instances == "watershed" and uses_head and not trained:
+        raise UserError(
+            f"Watershed instances need a trained distance head, and this model has none ({why}); use "
+            "head_weight 0 (a watershed on the mask's own distance) or instances 'components'."
+        )
+    measure = resolve_uncertainty(config.uncertainty)
+    if (heads or measure == "stages") and not hasattr(model, "forward_stages"):
+        raise UserError(
+            f"{type(model).__name__} has no decoder stages (not a MADGNet): no distance map or stage "
+            "uncertainty; use instances 'components' and uncertainty true or 'tta'."
+        )
+    disagreement = measure if measure in DISAGREEMENTS else None
+    spec = OutputSpec(distance=heads, boundary=heads, uncertainty=disagreement, tta=config.tta)
+    method = instance_method(instances, heads, config.postprocess.head_weight)
+    return spec, method
+
+
 class _Outputs:
     """Preallocated outputs in memory or in a zarr store written beside its final path."""
 
-    def __init__(self, layout: Layout, config: InferenceConfig, overwrite: bool) -> None:
+    def __init__(self, layout: Layout, config: InferenceConfig, overwrite: bool, spec: OutputSpec) -> None:
         self.layout = layout
         self.config = config
+        self.spec = spec
         self.probabilities: Any = None
         self.mask: Any = None
+        #: the runner's channel blocks by name ("map" is ``probabilities``)
+        self.blocks: dict[str, Any] = {}
+        #: the entropy is computed after the network, from the blended probabilities
+        self.entropy = resolve_uncertainty(config.uncertainty) == "entropy"
+        self.names = (*spec.names, "uncertainty") if self.entropy else spec.names
         self.target = Path(config.output_zarr) if config.output_zarr else None
         self.tmp: Path | None = None
         if self.target is not None:
@@ -142,23 +209,51 @@ class _Outputs:
 
             self.tmp = temp_sibling(self.target)  # a name io.remove_stale_temp_files knows
 
-    def allocate(self, n_classes: int) -> None:
+    def allocate(self, channels: int) -> None:
+        """Arrays for a runner output of ``channels`` = K x len(spec.names) channels."""
+        n_classes = channels // len(self.spec.names)
         out_shape = self.layout.output_shape
-        mdtype = label_dtype(n_classes, self.config.postprocess.instances)
+        mdtype = label_dtype(n_classes, bool(self.config.postprocess.instances))
         if self.tmp is None:
-            self.probabilities = np.zeros((n_classes, *out_shape), dtype=np.float32)
+            self.blocks = {n: np.zeros((n_classes, *out_shape), dtype=np.float32) for n in self.names}
             self.mask = np.zeros(out_shape, dtype=mdtype)
-            return
-        import zarr
+        else:
+            import zarr
 
-        group = zarr.open_group(str(self.tmp), mode="w")
-        plane = (1,) * (len(out_shape) - 2) + tuple(min(s, 2048) for s in out_shape[-2:])
-        create = getattr(group, "create_array", None) or group.create_dataset
-        self.probabilities = create(
-            "probabilities", shape=(n_classes, *out_shape), chunks=(1, *plane), dtype="float32", fill_value=0
-        )
-        self.mask = create("mask", shape=out_shape, chunks=plane, dtype=mdtype.name, fill_value=0)
-        self.group = group
+            group = zarr.open_group(str(self.tmp), mode="w")
+            plane = (1,) * (len(out_shape) - 2) + tuple(min(s, 2048) for s in out_shape[-2:])
+            create = getattr(group, "create_array", None) or group.create_dataset
+            self.blocks = {
+                n: create(
+                    _STORE_NAMES[n],
+                    shape=(n_classes, *out_shape),
+                    chunks=(1, *plane),
+                    dtype="float32",
+                    fill_value=0,
+                )
+                for n in self.names
+            }
+            self.mask = create("mask", shape=out_shape, chunks=plane, dtype=mdtype.name, fill_value=0)
+            self.group = group
+        self.probabilities = self.blocks["map"]
+
+    def write(self, index: tuple[int, ...], stack: torch.Tensor) -> None:
+        """Store a (K x len(spec.names), H, W) runner output of the plane at ``index``."""
+        if self.probabilities is None:
+            self.allocate(stack.shape[0])
+        for name, block in self.spec.split(stack).items():
+            self.blocks[name][(slice(None), *index)] = block.numpy()
+
+    def extra(self, name: str) -> Any:
+        return self.blocks.get(name)
+
+    def fill_entropy(self, planes: list[tuple[int, ...]]) -> None:
+        """The entropy of the blended probabilities, plane by plane (zarr stays out of memory)."""
+        if not self.entropy:
+            return
+        for index in planes:
+            key = (slice(None), *index)
+            self.blocks["uncertainty"][key] = binary_entropy(np.asarray(self.probabilities[key]))
 
     def commit(self, provenance: dict[str, Any]) -> tuple[Any, Any]:
         if self.tmp is None:
@@ -174,6 +269,7 @@ class _Outputs:
         self.tmp.rename(self.target)
         self.tmp = None
         group = zarr.open_group(str(self.target), mode="r+")
+        self.blocks = {n: group[_STORE_NAMES[n]] for n in self.names}
         return group["probabilities"], group["mask"]
 
     def discard(self) -> None:
@@ -229,14 +325,16 @@ def iter_segment(
         fit_range(layout.selection(image), "minmax")  # raises a clear error for all-NaN data
     geometry = choose_geometry(config, layout.plane_shape, input_size, prep)
     device = resolve_device(config.device)
+    spec, method = output_spec(config, net)
     runner = Runner(
         net,
         device,
         batch_size=config.batch_size,
         mixed_precision=config.mixed_precision,
         in_channels=prep.get("channels"),
+        outputs=spec,
     )
-    outputs = _Outputs(layout, config, overwrite)
+    outputs = _Outputs(layout, config, overwrite, spec)
     planes = list(layout.plane_indices())
     started = time.perf_counter()
     try:
@@ -255,8 +353,15 @@ def iter_segment(
                 shown = len(ranges.notes)
                 yield progress
         check_cancelled(cancel)
+        outputs.fill_entropy(planes)
         yield Progress(0.99, "Post-processing")
-        postprocess(outputs.probabilities, config.postprocess, out=outputs.mask)
+        postprocess(
+            outputs.probabilities,
+            config.postprocess,
+            out=outputs.mask,
+            distance=outputs.extra("distance"),
+            boundary=outputs.extra("boundary"),
+        )
         check_cancelled(cancel)
         provenance = build_provenance(
             net,
@@ -271,6 +376,9 @@ def iter_segment(
             fell_back_to_cpu=runner.fell_back_to_cpu,
             input={"shape": list(layout.shape), "dtype": str(image.dtype), "axes": layout.axes},
             channels=layout.channels,
+            instances=method,
+            outputs=list(outputs.names),
+            uncertainty=resolve_uncertainty(config.uncertainty),
             seconds=round(time.perf_counter() - started, 3),
         )
         probabilities, mask = outputs.commit(provenance)
@@ -278,7 +386,16 @@ def iter_segment(
         outputs.discard()
         raise
     yield Progress(1.0, "Done")
-    return SegmentationResult(probabilities, mask, layout.output_axes, config, provenance)
+    return SegmentationResult(
+        probabilities,
+        mask,
+        layout.output_axes,
+        config,
+        provenance,
+        distance=outputs.extra("distance"),
+        boundary=outputs.extra("boundary"),
+        uncertainty=outputs.extra("uncertainty"),
+    )
 
 
 def _read(image: Any, layout: Layout, index: tuple[int, ...], rng: RangePlan) -> np.ndarray:
@@ -304,10 +421,8 @@ def _run_resize(image, layout, planes, runner, outputs, rng, size, cancel):
             shapes.append(plane.shape[:2])
             xs.append(resize_in(plane, size))
         probs = runner(torch.cat(xs))
-        if outputs.probabilities is None:
-            outputs.allocate(probs.shape[1])
         for index, shape, p in zip(group, shapes, probs, strict=True):
-            outputs.probabilities[(slice(None), *index)] = resize_out(p, shape).numpy()
+            outputs.write(index, resize_out(p, shape))
         done += len(group)
         yield Progress(0.98 * done / n, f"Plane {done}/{n}" if n > 1 else "Segmented", {"planes": done})
 
@@ -342,9 +457,7 @@ def _run_tiles(image, layout, planes, runner, outputs, rng, tile, config, cancel
                 {"tiles": done},
             )
         del plane
-        if outputs.probabilities is None:
-            outputs.allocate(prob.shape[0])
-        outputs.probabilities[(slice(None), *index)] = prob.numpy()
+        outputs.write(index, prob)
 
 
 def segment(

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from napari_madgnet.errors import UserError
 from napari_madgnet.inference.config import PostprocessConfig
+from napari_madgnet.inference.instances import components, watershed_instances
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
@@ -56,12 +58,46 @@ def postprocess_plane(prob: np.ndarray, config: PostprocessConfig) -> np.ndarray
     return labels
 
 
-def postprocess(probabilities: Any, config: PostprocessConfig | None = None, *, out: Any = None) -> Any:
+def instance_method(instances: bool | str, have_distance: bool, head_weight: float = 0.5) -> str | None:
+    """The objects method ``instances`` means: None (class ids), "components" or "watershed".
+
+    ``True`` is the default: watershed when the distance map is there (the engine keeps it for
+    models trained with the distance head), else components. Asking for "watershed" with a
+    ``head_weight`` > 0 without a distance map raises ``UserError``.
+    """
+    if instances is False:
+        return None
+    if instances is True:
+        return "watershed" if have_distance else "components"
+    if instances == "watershed" and not have_distance and head_weight > 0:
+        raise UserError(
+            "Watershed instances need the predicted distance map, which this result does not hold: "
+            "segment again with instances 'watershed' (the engine then keeps the distance map), use "
+            "head_weight 0 (the mask's own distance only), or instances 'components'."
+        )
+    return str(instances)
+
+
+def _plane(array: Any, idx: tuple[int, ...]) -> np.ndarray | None:
+    return None if array is None else np.asarray(array[(slice(None), *idx)])
+
+
+def postprocess(
+    probabilities: Any,
+    config: PostprocessConfig | None = None,
+    *,
+    out: Any = None,
+    distance: Any = None,
+    boundary: Any = None,
+) -> Any:
     """Label image from (K, ..., H, W) probabilities, without running the network again.
 
-    Returns class ids (0 background, k for class k), or, with ``config.instances``, connected
-    objects numbered 1..N uniquely over the whole stack (objects of different classes get
-    different numbers). ``out``: a preallocated array (numpy or zarr) of shape (..., H, W).
+    Returns class ids (0 background, k for class k), or, with ``config.instances``, objects
+    numbered 1..N uniquely over the whole stack (objects of different classes get different
+    numbers): connected components, or the watershed of ``inference.instances`` on ``distance``
+    (and ``boundary``), the (K, ..., H, W) head maps the engine cached beside the probabilities.
+    ``out``: a preallocated array (numpy or zarr) of shape (..., H, W). Raises ``UserError``
+    for a watershed without a distance map, ValueError for mismatched shapes.
     """
     config = config or PostprocessConfig()
     shape = tuple(probabilities.shape)
@@ -70,8 +106,12 @@ def postprocess(probabilities: Any, config: PostprocessConfig | None = None, *, 
             f"probabilities must be (classes, ..., H, W), got shape {shape}; "
             "add the class axis with probabilities[None]."
         )
+    for name, array in (("distance", distance), ("boundary", boundary)):
+        if array is not None and tuple(array.shape) != shape:
+            raise ValueError(f"the {name} maps have shape {tuple(array.shape)}, the probabilities {shape}.")
+    method = instance_method(config.instances, distance is not None, config.head_weight)
     n_classes = shape[0]
-    dtype = label_dtype(n_classes, config.instances)
+    dtype = label_dtype(n_classes, method is not None)
     if out is None:
         out = np.zeros(shape[1:], dtype=dtype)
     elif tuple(out.shape) != shape[1:]:
@@ -79,10 +119,21 @@ def postprocess(probabilities: Any, config: PostprocessConfig | None = None, *, 
     next_id = 0
     for idx in itertools.product(*(range(n) for n in shape[1:-2])):
         plane = postprocess_plane(np.asarray(probabilities[(slice(None), *idx)]), config)
-        if config.instances:
+        if method is not None:
+            dist, bnd = _plane(distance, idx), _plane(boundary, idx)
             inst = np.zeros(plane.shape, dtype=np.int32)
             for k in range(1, n_classes + 1):
-                lab, n = ndimage.label(plane == k)
+                if method == "watershed":
+                    lab, n = watershed_instances(
+                        plane == k,
+                        None if dist is None else dist[k - 1],
+                        None if bnd is None else bnd[k - 1],
+                        peak_height=config.peak_height,
+                        boundary_barrier=config.boundary_barrier,
+                        head_weight=config.head_weight if dist is not None else 0.0,
+                    )
+                else:
+                    lab, n = components(plane == k)
                 if n:
                     inst[lab > 0] = lab[lab > 0] + next_id
                     next_id += n

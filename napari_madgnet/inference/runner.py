@@ -14,11 +14,11 @@ fit, the model moves to the CPU with a visible warning. The engine forwards the 
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import torch
 
 from napari_madgnet.device import autocast
+from napari_madgnet.inference.heads import OutputSpec, forward_outputs, map_logits
 from napari_madgnet.model import MADGNet, inference_copy
 from napari_madgnet.model.optimize import pack_convolutions
 
@@ -30,17 +30,6 @@ _OOM_TYPES: tuple[type[BaseException], ...] = tuple(
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for torch's OOM errors and the RuntimeErrors some backends (MPS, older CUDA) raise."""
     return isinstance(exc, _OOM_TYPES) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
-
-
-def _logits(output: Any) -> torch.Tensor:
-    """The map logits from whatever the network returns (a tensor, or the first of several)."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, dict):
-        return output["map"] if "map" in output else next(iter(output.values()))
-    if isinstance(output, (list, tuple)) and output:
-        return _logits(output[0])
-    raise TypeError(f"The model returned {type(output).__name__}; expected a tensor of logits (B, K, H, W).")
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -64,7 +53,14 @@ def _prepared(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 class Runner:
-    """Sigmoid probabilities of a model on (B, C, H, W) float32 CPU tensors, batch by batch."""
+    """Sigmoid probabilities of a model on (B, C, H, W) float32 CPU tensors, batch by batch.
+
+    ``outputs``: what each call returns (``heads.OutputSpec``). The default is the map alone,
+    (B, K, H, W), computed by the plain ``model(x)``; a spec asking for the E-SDM heads, the
+    uncertainty or flip TTA makes each call return the (B, K * len(outputs.names), H, W) stack of
+    ``heads.forward_outputs`` (blocks in ``outputs.names`` order; split it with
+    ``outputs.split``). Such a spec needs a network with ``forward_stages`` (a MADGNet).
+    """
 
     def __init__(
         self,
@@ -74,12 +70,19 @@ class Runner:
         batch_size: int | None = None,
         mixed_precision: bool = True,
         in_channels: int | None = None,
+        outputs: OutputSpec | None = None,
     ) -> None:
         self.model = model
         self.device = device
         self.batch_size = max(1, int(batch_size)) if batch_size else default_batch_size(device)
         self.mixed_precision = mixed_precision
         self.in_channels = in_channels
+        self.outputs = outputs or OutputSpec()
+        if self.outputs.needs_stages and not hasattr(model, "forward_stages"):
+            raise ValueError(
+                f"{type(model).__name__} has no forward_stages: the distance/boundary heads and the stage "
+                "uncertainty need a MADGNet; ask for the map only (no watershed instances, no uncertainty)."
+            )
         self.notes: list[str] = []
         self.fell_back_to_cpu = False
         self.net = _prepared(model, device)
@@ -93,7 +96,10 @@ class Runner:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), autocast(self.device, enabled=self.mixed_precision):
-            logits = _logits(self.net(self._adapt(x).to(self.device, non_blocking=True)))
+            x = self._adapt(x).to(self.device, non_blocking=True)
+            if not self.outputs.plain:
+                return forward_outputs(self.net, x, self.outputs).cpu()
+            logits = map_logits(self.net(x))
         return torch.sigmoid(logits.float()).cpu()
 
     def _to_cpu(self, exc: BaseException) -> None:
@@ -110,7 +116,7 @@ class Runner:
         self.fell_back_to_cpu = True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Probabilities (B, K, H, W) float32 on the CPU."""
+        """Probabilities (B, K, H, W) float32 on the CPU (the ``outputs`` stack when asked)."""
         outputs: list[torch.Tensor] = []
         start = 0
         while start < x.shape[0]:

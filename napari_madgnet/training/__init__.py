@@ -7,11 +7,19 @@ Public API::
     train(cfg, data, callback=None, ...) -> TrainResult
     iter_finetune / finetune(image, labels, config=..., from_model=..., out=..., name=...) -> TrainResult
     iter_resume_finetune / resume_finetune(run_dir, image=None, labels=None) -> TrainResult
+    iter_continue_finetune / continue_finetune(model, image, labels, regions=..., previous_run=...)
+                                          # the annotate-next loop: continue the current model
     describe_result(result) -> str        # how a run ended and what was kept where
     data_from_arrays(image, labels, cfg), data_from_config(cfg) -> TrainData
 """
 
 from napari_madgnet.training.config import AugmentConfig, DataConfig, LossConfig, TrainConfig
+from napari_madgnet.training.continued import (
+    Region,
+    continue_config,
+    continue_finetune,
+    iter_continue_finetune,
+)
 from napari_madgnet.training.data import DataError
 from napari_madgnet.training.engine import TrainData, TrainingError, TrainResult, iter_train, train
 from napari_madgnet.training.finetune import (
@@ -29,14 +37,18 @@ __all__ = [
     "DataConfig",
     "DataError",
     "LossConfig",
+    "Region",
     "TrainConfig",
     "TrainData",
     "TrainResult",
     "TrainingError",
+    "continue_config",
+    "continue_finetune",
     "data_from_arrays",
     "data_from_config",
     "describe_result",
     "finetune",
+    "iter_continue_finetune",
     "iter_finetune",
     "iter_resume_finetune",
     "iter_train",

@@ -80,6 +80,9 @@ class TrainResult:
     #: set when the model could not be written where asked: what happened and where it was kept
     #: instead (``model_path`` then names that place)
     save_error: str | None = None
+    #: how a continued run started (``training.continued``): the run folder and whether its
+    #: optimiser state was used ("restored") or not ("fresh", with the reason)
+    continued: dict[str, Any] | None = None
 
     @property
     def steps(self) -> int:
@@ -216,6 +219,7 @@ def iter_train(
     resume: bool | str | Path = False,
     cancel: CancelToken | None = None,
     model_path: str | Path | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Generator[Progress, None, TrainResult]:
     """Train, yielding a ``Progress`` after each optimiser step; return a ``TrainResult``.
 
@@ -233,6 +237,10 @@ def iter_train(
     model sizes are known once the network is built). When the final save fails (a full disk),
     the model is saved in the run folder or the system's temporary folder instead and
     ``result.save_error`` says where; when even that fails, ``TrainingError`` names the state.
+
+    ``optimizer_state``: an Adam ``state_dict`` of an earlier run of this very ``model``
+    (``training.continued``): its moments are kept, this config's learning rate and weight decay
+    apply.
     """
     cfg.validate()
     if not data.train:
@@ -269,6 +277,14 @@ def iter_train(
     layout = _memory_format(cfg, device)
     net.to(device, memory_format=layout).train()
     optim = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if optimizer_state is not None:
+        # only the per-parameter moments: the old groups' lr (and the old schedule's initial_lr,
+        # which the new scheduler would keep) must not override this run's settings
+        groups = [
+            {**{k: v for k, v in g.items() if k != "params"}, "params": saved["params"]}
+            for g, saved in zip(optim.param_groups, optimizer_state["param_groups"], strict=True)
+        ]
+        optim.load_state_dict({"state": optimizer_state["state"], "param_groups": groups})
     total = total_steps(cfg, data, info.world)
     per_epoch = steps_per_epoch(cfg, data, info.world)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_factor(cfg, total))

@@ -211,6 +211,9 @@ def test_yaml_config_zarr_output_and_unknown_axes(tmp_path, checkpoint, capsys):
         "min_size": 3,
         "largest": False,
         "instances": True,
+        "peak_height": 0.05,
+        "boundary_barrier": 0.5,
+        "head_weight": 0.5,
     }
     assert main([*args, "--axes", "QYX"]) == 2
     assert "Unknown axes 'QYX'" in capsys.readouterr().err

@@ -12,6 +12,8 @@ from napari_madgnet.cli._common import EXIT_STOPPED, stop_on_signals, tqdm_callb
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from napari_madgnet.model import BACKBONES
     from napari_madgnet.training.config import INITS, LABEL_MODES, TrainConfig
+    from napari_madgnet.training.disk import KEEP_RUN
+    from napari_madgnet.training.presets import PRESETS
 
     preset = TrainConfig.finetune()
     p = subparsers.add_parser(
@@ -48,7 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=INITS,
         default=None,
         help="start without --from: ImageNet encoder (downloaded once) or random weights "
-        f"(default: {preset.init})",
+        f"(default: {preset.init}, or scratch when the ImageNet weights are neither on this computer nor "
+        "downloadable)",
     )
     g.add_argument(
         "--backbone", choices=BACKBONES, default=None, help=f"encoder (default: {preset.backbone})"
@@ -61,6 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--no-register", action="store_true", help="do not list a model saved with --out in the models folder"
     )
     g.add_argument("--config", type=Path, default=None, help="YAML recipe (default: the fine-tuning preset)")
+    g.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="finetune",
+        help="settings to start from: finetune (the fine-tuning preset) or first-model (random weights, "
+        "64 px patches, 400 steps: a first model on a laptop CPU in minutes) (default: finetune)",
+    )
     g = p.add_argument_group("training")
     length = g.add_mutually_exclusive_group()
     length.add_argument(
@@ -85,6 +95,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: auto)")
     g.add_argument("--seed", type=int, default=None, help=f"random seed (default: {preset.seed})")
+    g.add_argument(
+        "--keep-run",
+        choices=KEEP_RUN,
+        default="none",
+        help="what the run folder keeps after a successful run: none (the log only), resume (also the "
+        "training state, about 4x the model's size, to continue the run), all (default: none)",
+    )
+    g.add_argument(
+        "--estimate",
+        action="store_true",
+        help="only measure how long the run would take (a few training steps and one validation), "
+        "print it and exit",
+    )
     p.set_defaults(func=run)
 
 
@@ -92,10 +115,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_madgnet.jobs import CancelToken
     from napari_madgnet.training import TrainConfig, finetune
+    from napari_madgnet.training.encoder_weights import choose_init
     from napari_madgnet.training.finetune import describe_result
+    from napari_madgnet.training.presets import preset_config
 
-    preset = TrainConfig.finetune(from_model=args.from_model)
-    cfg = TrainConfig.from_yaml(args.config) if args.config else preset
+    if args.config:
+        cfg = TrainConfig.from_yaml(args.config)
+    else:
+        cfg = preset_config(args.preset, **({"from_model": args.from_model} if args.from_model else {}))
     mapping = {
         "label_mode": args.label_mode,
         "backbone": args.backbone,
@@ -109,9 +136,20 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in mapping.items() if v is not None}
     cfg = cfg.replace(**changes) if changes else cfg
     cfg = cfg.with_length(steps=args.steps, epochs=args.epochs, validate_every=args.validate_every)
+    if not args.from_model:
+        # An ImageNet start the user did not ask for falls back to random weights when the file is
+        # neither cached nor downloadable; one asked for (flag or recipe) fails fast instead.
+        asked = args.init or (cfg.init if args.config else None)
+        init, note = choose_init(asked, cfg.backbone, preset=cfg.init)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        cfg = cfg.replace(init=init)
     cfg.validate()
     image, labels, axes = _read_pair(args)
+    if args.estimate:
+        return _print_estimate(cfg, image, labels, axes, args)
     callback, close = tqdm_callback("fine-tuning")
+    callback = _with_estimate(callback, cfg)
     token = CancelToken()
     try:
         with stop_on_signals(token, "fine-tuning"):
@@ -128,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
                 cancel=token,
                 image_name=args.image.name,
                 callback=callback,
+                keep_run=args.keep_run,
             )
     finally:
         close()
@@ -152,3 +191,37 @@ def _read_pair(args: argparse.Namespace) -> tuple[object, object, str | None]:
     axes = axes_for_labels(image.shape, labels.shape)
     print(f"note: {guess_note(args.image.name, image.shape, axes)}", file=sys.stderr)
     return image.data, labels, axes
+
+
+def _print_estimate(cfg, image, labels, axes, args: argparse.Namespace) -> int:
+    """``--estimate``: calibrate on the real data (nothing written) and print the estimate."""
+    from napari_madgnet.training.estimate import estimate_run
+    from napari_madgnet.training.finetune import data_from_arrays
+
+    data = data_from_arrays(image, labels, cfg, axes=axes, channel=args.channel, name=args.image.name)
+    print(f"estimated time: {estimate_run(cfg, data).describe()}")
+    return 0
+
+
+def _with_estimate(callback, cfg):
+    """The progress callback, plus one printed line with the measured time estimate: after the first
+    validation pass, or after a few steps when nothing is validated."""
+    from tqdm import tqdm
+
+    from napari_madgnet.training.estimate import RunClock
+
+    clock = RunClock(validate_every=cfg.steps_per_epoch)
+    said = False
+
+    def update(event):
+        nonlocal said
+        estimate = clock.update(event)
+        details = event.details
+        if estimate is not None and not said and "step" in details:
+            ready = "val" in details or int(details["step"]) >= 5 or int(details["step"]) == estimate.steps
+            if ready:
+                said = True
+                tqdm.write(f"estimated time: {estimate.describe()}", file=sys.stderr)
+        callback(event)
+
+    return update

@@ -75,6 +75,8 @@ class TrainResult:
     total_steps: int = 0  # the planned number of optimiser steps
     model_name: str | None = None  # the registry name the saved model is listed under
     warnings: list[str] = field(default_factory=list)
+    baseline_dice: float | None = None  # an Otsu threshold's Dice on the validation part
+    disk: Any = None  # training.disk.DiskUse: what the run kept where (fine-tuning only)
 
     @property
     def steps(self) -> int:

@@ -172,30 +172,62 @@ def iter_finetune(
     channel: int | None = None,
     cancel: CancelToken | None = None,
     image_name: str = "image",
+    keep_run: str = "none",
 ) -> Generator[Progress, None, TrainResult]:
     """Fine-tune on one annotated image/stack; yields Progress, returns the TrainResult.
 
     Output: see ``plan_output`` (``out`` or ``folder``/``name``). ``register``: list the model by
     name afterwards (``register_output``). Stopping through ``cancel`` keeps the best model so far
     (``result.stopped == "cancelled"``). ``image``: numpy, dask or zarr (read in this generator,
-    i.e. in the caller's worker thread). ``axes``/``channel``: the image's layout.
+    i.e. in the caller's worker thread). ``axes``/``channel``: the image's layout. ``keep_run``:
+    what the run folder keeps after a successful run (``disk.KEEP_RUN``; default: the log only);
+    a failed run leaves no empty folder. The result carries the Otsu baseline of the validation
+    part and a warning when the model does not beat it (``baseline``), and what is on disk.
     """
+    from napari_madgnet.training import disk
+    from napari_madgnet.training.encoder_weights import check_init
+
+    disk.check_keep_run(keep_run)
     cfg = config or TrainConfig.finetune(from_model=str(from_model) if from_model else None)
     if from_model is not None:
         cfg = cfg.replace(from_model=str(from_model))
     cfg.validate()
     plan = plan_output(out, name, folder=folder, work_dir=work_dir)
     check_start_model(cfg)
+    if not cfg.from_model:
+        check_init(cfg.init, cfg.backbone)  # offline without the ImageNet file: say so now
     check_writable(plan.model_path.parent)
     data = data_from_arrays(image, labels, cfg, axes=axes, channel=channel, name=image_name)
     if data.note:
         yield Progress(0.0, data.note, {"warning": True, "note": data.note})
-    result = yield from iter_train(cfg, data, out_dir=plan.run_dir, cancel=cancel, model_path=plan.model_path)
+    existed = plan.run_dir.exists()
+    try:
+        result = yield from iter_train(
+            cfg, data, out_dir=plan.run_dir, cancel=cancel, model_path=plan.model_path
+        )
+    except BaseException:
+        disk.remove_if_empty(plan.run_dir, existed)
+        raise
     result.model_name = plan.model_path.stem
     if register and result.model_path is not None:
         result.model_name, warning = register_output(plan)
         if warning:
             result.warnings.append(warning)
+    finish_result(result, data, keep_run)
+    return result
+
+
+def finish_result(result: TrainResult, data: TrainData, keep_run: str = "none") -> TrainResult:
+    """After a run: the Otsu baseline on the validation part (and a warning when the model is not
+    better), then the run folder tidied by ``keep_run`` and what is kept recorded."""
+    from napari_madgnet.training import disk
+    from napari_madgnet.training.baseline import baseline_warning, otsu_baseline
+
+    result.baseline_dice = otsu_baseline(data.train, data.val)
+    warning = baseline_warning(result.best.get("dice"), result.baseline_dice)
+    if warning:
+        result.warnings.append(warning)
+    result.disk = disk.tidy_run_dir(result.out_dir, result.model_path, keep_run, result.stopped)
     return result
 
 
@@ -228,6 +260,12 @@ def describe_result(result: TrainResult) -> str:
             result.model_path
         ) else ""
         text += f", saved{named} to {result.model_path}"
+    baseline = getattr(result, "baseline_dice", None)
+    if baseline is not None and dice is not None:
+        text += f". A plain Otsu threshold scores {baseline:.3f} on the same validation pixels"
+    kept = getattr(result, "disk", None)
+    if kept is not None:
+        return f"{text}. {kept.describe()}"
     if result.out_dir is not None:
         text += f". Run folder (log, resumable state): {result.out_dir}"
     return text + "."

@@ -49,11 +49,12 @@ def distributed_rank() -> tuple[int, int, int]:
 
 
 def add_parser(subparsers: Any) -> None:
+    # Every option states its default once, in its own words (no ArgumentDefaultsHelpFormatter: it
+    # would add "(default: None)" where None means "from the model" or "guessed").
     p = subparsers.add_parser(
         "predict",
         help="segment image files or folders",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "inputs",
@@ -63,42 +64,79 @@ def add_parser(subparsers: Any) -> None:
         "folders, nii/nii.gz, nrrd/nhdr, mha/mhd; with [video]: mp4, avi, mov, mkv)",
     )
     p.add_argument(
-        "-m", "--model", required=True, help="registered model name (madgnet models list) or checkpoint path"
+        "-m",
+        "--model",
+        required=True,
+        help="registered model name (madgnet models list) or checkpoint path (required)",
     )
-    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder (required)")
     p.add_argument(
         "--format",
         choices=("tif", "png", "zarr", *(s.lstrip(".") for s in WRITE_SUFFIXES)),
         help="mask file format (default: the input's family for medical images, else tif)",
     )
-    p.add_argument("--series", help="SeriesInstanceUID to read from DICOM folders holding several series")
-    p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.tif")
-    p.add_argument("--config", type=Path, help="YAML file of InferenceConfig settings; flags override it")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--recursive", action="store_true", help="look into sub-folders")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--series",
+        help="SeriesInstanceUID to read from DICOM folders holding several series (default: the only one)",
+    )
+    p.add_argument(
+        "--save-probabilities", action="store_true", help="also write <stem>_probabilities.tif (default: off)"
+    )
+    p.add_argument(
+        "--config", type=Path, help="YAML file of InferenceConfig settings; flags override it (default: none)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse)")
+    p.add_argument("--recursive", action="store_true", help="look into sub-folders (default: off)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (default: a bar)")
     g = p.add_argument_group("image layout and intensities")
-    g.add_argument("--axes", help="axes of the images, e.g. YX, YXC, ZYX, TZYX, CYX (default: guessed)")
-    g.add_argument("--channel", type=int, help="channel to segment in multichannel images (0-based)")
+    g.add_argument(
+        "--axes",
+        help="axes of the images, e.g. YX, YXC, ZYX, TZYX, CYX (default: the file's own, else guessed from "
+        "the shape)",
+    )
+    g.add_argument(
+        "--channel",
+        type=int,
+        help="channel to segment in multichannel images, 0-based (default: grey or RGB as it is)",
+    )
     g.add_argument(
         "--normalization",
         help="scale255, percentile, minmax, none, auto or a CT window (default: the model's own)",
     )
     g = p.add_argument_group("geometry and device")
-    g.add_argument("--geometry", choices=("auto", "resize", "tiles"), help="whole image resized, or tiles")
-    g.add_argument("--tile", type=int, help="tile size in pixels (implies --geometry tiles)")
-    g.add_argument("--overlap", type=float, help="tile overlap as a fraction of the tile")
-    g.add_argument("--scale", type=float, help="resample the image by this factor before tiling")
+    g.add_argument(
+        "--geometry",
+        choices=("auto", "resize", "tiles"),
+        help="resize: the whole image resized to the model's input; tiles: native-resolution tiles; "
+        "auto: resize up to 1.5x the model's input size, tiles above (default: auto)",
+    )
+    g.add_argument(
+        "--tile", type=int, help="tile size in pixels; implies --geometry tiles (default: the model's)"
+    )
+    g.add_argument("--overlap", type=float, help="tile overlap as a fraction of the tile (default: 0.25)")
+    g.add_argument("--scale", type=float, help="resample the image by this factor before tiling (default: 1)")
     g.add_argument("--input-size", type=int, help="model input size for resize (default: the model's)")
-    g.add_argument("--batch-size", type=int, help="tiles or planes per forward pass")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
-    g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    g.add_argument(
+        "--batch-size", type=int, help="tiles or planes per forward pass (default: 8 on a GPU, 1 on the CPU)"
+    )
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    g.add_argument(
+        "--no-amp", action="store_true", help="no mixed precision on CUDA (default: mixed precision)"
+    )
     g = p.add_argument_group("post-processing")
-    g.add_argument("--threshold", type=float, help="probability threshold (default 0.5)")
-    g.add_argument("--fill-holes", action="store_true", default=None, help="fill holes in objects")
-    g.add_argument("--min-size", type=int, help="remove objects smaller than this many pixels")
-    g.add_argument("--largest", action="store_true", default=None, help="keep the largest object only")
-    g.add_argument("--instances", action="store_true", default=None, help="number objects 1..N")
+    g.add_argument("--threshold", type=float, help="probability threshold (default: 0.5)")
+    g.add_argument(
+        "--fill-holes", action="store_true", default=None, help="fill holes in objects (default: off)"
+    )
+    g.add_argument(
+        "--min-size", type=int, help="remove objects smaller than this many pixels (default: 0, keep all)"
+    )
+    g.add_argument(
+        "--largest", action="store_true", default=None, help="keep the largest object only (default: off)"
+    )
+    g.add_argument(
+        "--instances", action="store_true", default=None, help="number objects 1..N (default: one label, 1)"
+    )
     p.set_defaults(func=run)
 
 

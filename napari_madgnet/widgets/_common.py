@@ -15,9 +15,10 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QWidget
+from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
 from napari_madgnet.device import available_devices, resolve_device
+from napari_madgnet.widgets._ui import note_label
 
 #: The text of the picker entry that opens a file dialog.
 LOAD_FROM_FILE = "Load from file..."
@@ -170,6 +171,7 @@ class ModelCombo(QComboBox):
         super().__init__(parent)
         self._extra = extra  # (label, value) shown first, e.g. ("ImageNet encoder", "imagenet")
         self._files: list[str] = []
+        self.registered = 0  # how many registry models the list shows
         self._last_index = 0
         self.choose_file = choose_file or _file_dialog
         self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
@@ -191,6 +193,7 @@ class ModelCombo(QComboBox):
         self.clear()
         for label, value in self._extra:
             self.addItem(label, value)
+        self.registered = len(entries)
         for entry in entries:
             label = entry.name if entry.available else f"{entry.name} (unusable)"
             self.addItem(label, entry.name)
@@ -248,9 +251,11 @@ class DeviceCombo(QComboBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.addItems(available_devices())
-        self.note = QLabel()
-        self.note.setWordWrap(True)
-        self.note.setStyleSheet("color: #e0a040;")
+        self.setToolTip(
+            "Where the network runs: auto picks a graphics card (CUDA, Apple MPS) when there is one, "
+            "else the CPU."
+        )
+        self.note = note_label("warning")  # one line: a long note never overlaps the next row
         self.currentIndexChanged.connect(self._update_note)
         self._update_note()
 
@@ -262,7 +267,7 @@ class DeviceCombo(QComboBox):
             device = resolve_device(self.value())
             cpu = device.type == "cpu"
             self.note.setText(
-                "Running on the CPU: fine for small images and short fine-tuning, slow for large stacks."
+                "Runs on the CPU: fine for small images and short training, slow for large stacks."
                 if cpu
                 else ""
             )

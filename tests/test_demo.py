@@ -19,3 +19,20 @@ def test_demo_writes_model_mask_and_overlay(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "bottom_half_overlay.png").stat().st_size > 10_000
     assert (tmp_path / "nuclei_model.pt").is_file()
     assert "Dice on the unseen bottom half" in capsys.readouterr().out
+
+
+def test_a_second_demo_run_reuses_its_model_and_prints_the_dice_again(tmp_path: Path, capsys) -> None:
+    cfg = demo_config(max_steps=1, steps_per_epoch=1, batch_size=2)
+    first = run(tmp_path, cfg, quiet=True)
+    model = tmp_path / "nuclei_model.pt"
+    stamp = model.stat().st_mtime_ns
+    second = run(tmp_path, cfg, quiet=True)
+    out = capsys.readouterr().out
+    assert "Reusing the model trained by an earlier run" in out and "--retrain" in out
+    assert out.count("Dice on the unseen bottom half") == 2
+    assert second["reused"] == 1.0 and second["dice"] == first["dice"] and model.stat().st_mtime_ns == stamp
+    assert run(tmp_path, cfg, quiet=True, retrain=True)["reused"] == 0.0  # --retrain: a new model
+    assert model.stat().st_mtime_ns != stamp
+    from napari_madgnet.demo import reusable_model
+
+    assert not reusable_model(model, demo_config(max_steps=2, steps_per_epoch=1, batch_size=2))

@@ -183,7 +183,8 @@ class ModelCombo(QComboBox):
         """Re-read the registry, keeping the current choice (or selecting ``select``, a name/path)."""
         from napari_madgnet.registry import list_models
 
-        keep = select or self.value()
+        before = self.value()
+        keep = select or before
         try:
             entries = list_models(read=False)  # names only: no checkpoint is opened on the GUI thread
         except OSError as exc:
@@ -205,13 +206,15 @@ class ModelCombo(QComboBox):
             self.addItem(Path(path).name, path)
             self.setItemData(self.count() - 1, path, Qt.ToolTipRole)
         self.addItem(LOAD_FROM_FILE, LOAD_FROM_FILE)
-        self.blockSignals(False)
         index = self.findData(keep) if keep else -1
         if index < 0 and keep:
             wanted = keep.lower()
             index = next((i for i in range(self.count()) if str(self.itemData(i)).lower() == wanted), -1)
         self.setCurrentIndex(index if index >= 0 else 0)
+        self.blockSignals(False)
         self._last_index = self.currentIndex()
+        if self.value() != before:  # once, whatever the refill did to the index meanwhile
+            self.currentIndexChanged.emit(self.currentIndex())
 
     def showPopup(self) -> None:
         self.refresh()

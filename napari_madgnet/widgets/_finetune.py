@@ -83,6 +83,24 @@ def _weights_job(token: Any, backbone: str):
     return encoder_weights_status(backbone)
 
 
+def summary_line(result: Any, below_baseline: bool) -> str:
+    """The status line after a run (the whole ``describe_result`` is in its details)."""
+    how = {"finished": "Finished", "cancelled": "Stopped", "early_stopping": "Stopped early"}.get(
+        result.stopped, str(result.stopped).capitalize()
+    )
+    name = f"'{result.model_name}'" if result.model_name else "the model"
+    dice = result.best.get("dice")
+    if dice is None:
+        return f"{how}: {name} saved (nothing was validated)."
+    if below_baseline:
+        return (
+            f"{how}: {name} is not better than a threshold (Dice {dice:.3f}, Otsu "
+            f"{result.baseline_dice:.3f}): train longer or annotate more."
+        )
+    otsu = f", Otsu threshold {result.baseline_dice:.3f}" if result.baseline_dice is not None else ""
+    return f"{how}: {name} saved, validation Dice {dice:.3f}{otsu}."
+
+
 def image_shape(layer: Any) -> tuple[int, ...]:
     shape = tuple(layer_data(layer).shape)
     return shape[:-1] if getattr(layer, "rgb", False) else shape
@@ -105,6 +123,7 @@ class FinetuneWidget(FinetuneForm):
         self._start_chosen = False  # the user picked a start point: defaults no longer move it
         self._build()
         self.encoder.addItems(BACKBONES)
+        self.fit_width()
         self.estimator = TimeEstimator(self.estimate_label, self.estimate_delay_ms, self)
         self._preset_lr = self.lr.value()  # follows the start point until the user picks a rate
         self.hub_link = HubLink(self, lambda _name: self._on_models_changed())
@@ -430,7 +449,9 @@ class FinetuneWidget(FinetuneForm):
         self.last_outcome = result
         self.progress_bar.setValue(1000)
         below = result.baseline_dice is not None and any("simple threshold" in w for w in result.warnings)
-        self.status.setText(describe_result(result), "warning" if below else "ok")
+        self.status.setText(
+            summary_line(result, below), "warning" if below else "ok", describe_result(result)
+        )
         for warning in result.warnings:
             notify_warning(warning)
         if result.model_path is None:

@@ -118,7 +118,7 @@ class FinetuneForm(ScrollDock):
         length_row.addWidget(self.length)
         length_row.addWidget(self.length_unit)
         self.estimate_label = note_label("info")
-        self.segment_after = QCheckBox("segment the image with the new model when done")
+        self.segment_after = QCheckBox("segment the image when done")
         self.segment_after.setChecked(True)
         box.add_row(
             "Settings",
@@ -142,6 +142,7 @@ class FinetuneForm(ScrollDock):
         self.folder_edit = QLineEdit(str(models_dir()))
         browse = QPushButton("...")
         browse.setFixedWidth(28)
+        browse.setToolTip("Choose the folder")
         browse.clicked.connect(self._browse_folder)
         folder_row = QHBoxLayout()
         folder_row.addWidget(self.folder_edit)
@@ -226,6 +227,7 @@ class FinetuneForm(ScrollDock):
         self.plot.setVisible(False)  # no empty axes: it shows with the first point
         layout.addWidget(self.plot)
         layout.addStretch(1)
+        self.fit_width()
 
     def _browse_folder(self) -> None:  # pragma: no cover - a dialog
         from qtpy.QtWidgets import QFileDialog

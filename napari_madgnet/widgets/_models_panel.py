@@ -20,10 +20,12 @@ from napari_madgnet.jobs import Progress
 RELEASE_REPOSITORY = "https://github.com/Inha-CVAI/MADGNet"
 RELEASE_LAYOUT = "model_weights/<Dataset>/model_weights/model_weight(EPOCH 200).pth.tar"
 
+_LINK = (
+    f'<a style="color: #7fb5ff" href="{RELEASE_REPOSITORY}">{RELEASE_REPOSITORY.removeprefix("https://")}</a>'
+)
 WHERE_THE_WEIGHTS_ARE = (
     "The MADGNet authors released models trained on polyps (endoscopy), skin lesions, breast "
-    "ultrasound, COVID-19 CT and nuclei: the README of their repository, "
-    f'<a href="{RELEASE_REPOSITORY}">{RELEASE_REPOSITORY.removeprefix("https://")}</a>, links the '
+    f"ultrasound, COVID-19 CT and nuclei: the README of their repository, {_LINK}, links the "
     "download. Unpack it and pick the folder that holds <i>model_weights</i> (each data set's file "
     f"is <i>{RELEASE_LAYOUT.replace('<', '&lt;').replace('>', '&gt;')}</i>)."
 )

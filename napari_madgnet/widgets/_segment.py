@@ -269,6 +269,7 @@ class SegmentWidget(ScrollDock):
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Segment the image with the model")
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run; nothing is written")
         self.cancel_button.setEnabled(False)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -278,6 +279,7 @@ class SegmentWidget(ScrollDock):
         self.status = StatusLine()
         layout.addWidget(self.status)
         layout.addStretch(1)
+        self.fit_width()
 
     def _update_empty_state(self) -> None:
         """The "No model yet" panel shows while the registry is empty."""

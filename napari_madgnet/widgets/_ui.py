@@ -58,6 +58,27 @@ class ScrollDock(QWidget):
         body.setContentsMargins(4, 4, 4, 4)
         return body
 
+    #: The height a dock asks for when docked: napari shares the dock area by the docks' hints,
+    #: so two docks with modest hints split it evenly; their controls scroll in what they get.
+    hint_height = 380
+
+    def sizeHint(self) -> Any:
+        hint = super().sizeHint()
+        hint.setHeight(min(hint.height(), self.hint_height))
+        return hint
+
+    def fit_width(self) -> None:
+        """Keep the dock at least as wide as its controls need (a scroll area would otherwise let
+        napari make it narrower and clip them on the right). Call after building and whenever a
+        section unfolds."""
+        inner = self.scroll.widget()
+        need = inner.minimumSizeHint().width() + self.scroll.verticalScrollBar().sizeHint().width() + 2
+        self.scroll.setMinimumWidth(need)
+        for section in inner.findChildren(Section):
+            if section.toggle is not None and not getattr(section, "_fits", False):
+                section.toggle.toggled.connect(lambda _on: self.fit_width())
+                section._fits = True
+
 
 class ElidedLabel(QLabel):
     """A one-line label that shows as much of its text as fits, with the whole in its tooltip."""
@@ -125,24 +146,30 @@ class StatusLine(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.details)
         self.level = "info"
+        self._details: str | None = None
         self._refresh_button()
 
-    def setText(self, text: str, level: str = "info") -> None:
+    def setText(self, text: str, level: str = "info", details: str | None = None) -> None:
+        """Show ``text`` on the line; ``details`` (default: ``text``) is the whole message."""
         self.level = level
+        self._details = details
         self.label.setText(text)
         self.label.setStyleSheet(LEVEL_COLOURS.get(level, ""))
-        self.details.setText(text)
+        self.details.setText(details or text)
+        if details:
+            self.label.setToolTip(details)
         self._refresh_button()
 
     def text(self) -> str:
-        return self.label.text()
+        """The whole message (the details when the line is a summary of them)."""
+        return self._details or self.label.text()
 
     def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
         self._refresh_button()
 
     def _refresh_button(self) -> None:
-        cut = bool(self.label.text()) and self.label.is_elided()
+        cut = bool(self.label.text()) and (self.label.is_elided() or bool(self._details))
         self.more.setVisible(cut or self.more.isChecked())
 
     def _toggle(self, on: bool) -> None:

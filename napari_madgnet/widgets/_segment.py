@@ -128,6 +128,8 @@ class SegmentWidget(ScrollDock):
         self._on_image_changed()
         self._update_empty_state()
         stop_with_owner(self, lambda: [self.job, self.models_job])
+        self._gone = False  # set when the widget is deleted: late results touch nothing then
+        self.destroyed.connect(lambda *_: setattr(self, "_gone", True))
 
     def event(self, event: Any) -> bool:
         # The dock was closed (napari takes the widget out of its dock): stop like Cancel.
@@ -559,14 +561,14 @@ class SegmentWidget(ScrollDock):
             self.last.result.repostprocess, config, _start_thread=False, _ignore_errors=True
         )
         worker.returned.connect(lambda result: self._on_repostprocessed(result, config, generation))
-        worker.errored.connect(self._on_error)
+        worker.errored.connect(lambda exc: None if self._gone else self._on_error(exc))
         self._post_worker = worker
         worker.start()
         return worker
 
     def _on_repostprocessed(self, result: Any, config: PostprocessConfig, generation: int) -> None:
-        if generation != self._post_generation or self.last is None:
-            return  # a newer setting is on its way
+        if self._gone or generation != self._post_generation or self.last is None:
+            return  # the window closed, or a newer setting is on its way
         self.last.result = result
         prov = self.last.metadata.get("madgnet_provenance", {})
         cfg = dict(prov.get("config", {}), postprocess=config.to_dict())

@@ -10,7 +10,7 @@ the Fine-tune dock hand the model to the Segment dock. Three states, each at 136
     docs/screenshots/<W>x<H>-running.png    training, with the live plot and the time left
     docs/screenshots/<W>x<H>-finished.png   trained and segmented
 
-    xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py [--steps 120]
+    xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py [--steps 400]
 
 The PNGs are reduced to 256 colours (a few hundred KB each). Models go to a temporary folder.
 """
@@ -43,8 +43,9 @@ def _settle(app, seconds: float = 1.0) -> None:
         time.sleep(0.01)
 
 
-def _save(viewer, app, out: Path, state: str, docks: list) -> list[Path]:
-    """The whole window at each size, reduced to 256 colours."""
+def _save(viewer, app, out: Path, state: str, docks: list, show: tuple = ()) -> list[Path]:
+    """The whole window at each size, reduced to 256 colours. ``show``: (dock widget, control)
+    pairs; each dock is scrolled so that its control is in view (the part that tells the state)."""
     from PIL import Image
     from qtpy.QtCore import Qt
 
@@ -57,7 +58,10 @@ def _save(viewer, app, out: Path, state: str, docks: list) -> list[Path]:
         # would by dragging the divider, so both show at each size.
         window.resizeDocks(docks, [h // 2, h // 2], Qt.Vertical)
         viewer.reset_view()
-        _settle(app, 0.8)
+        _settle(app, 0.5)
+        for dock, control in show:
+            dock.scroll.ensureWidgetVisible(control, 0, 8)
+        _settle(app, 0.5)
         pixels = viewer.screenshot(canvas_only=False, flash=False)
         path = out / f"{w}x{h}-{state}.png"
         image = Image.fromarray(pixels[..., :3]).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
@@ -96,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     docks = [ft_dock, seg_dock]
     finetune.name_edit.setText("nuclei-first-model")
     finetune.length.setValue(args.steps)
-    finetune.validate_every.setValue(max(1, args.steps // 8))
+    finetune.validate_every.setValue(max(1, args.steps // 10))
     # The estimate before Start: a short calibration, as the dock runs it by itself.
     finetune.estimator.delay_ms = 10
     finetune._settings_changed()
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         3600,
         "three validations",
     )
-    _save(viewer, app, out, "running", docks)
+    _save(viewer, app, out, "running", docks, [(finetune, finetune.plot)])
     _wait(app, lambda: not finetune.job.running, 3600, "the end of training")
     print(f"trained in {time.perf_counter() - t0:.0f} s: {finetune.status.text()}")
     _wait(app, lambda: segment.job is not None and not segment.job.running, 600, "the segmentation")
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     viewer.layers["nuclei annotation"].visible = False
     viewer.layers["nuclei mask"].opacity = 0.6
     finetune.plot.redraw()
-    _save(viewer, app, out, "finished", docks)
+    _save(viewer, app, out, "finished", docks, [(finetune, finetune.plot), (segment, segment.status)])
     viewer.close()
 
 

@@ -121,6 +121,7 @@ class FinetuneWidget(FinetuneForm):
         self.weights: Any = None  # encoder_weights.EncoderWeights, once checked
         self.last_outcome: Any = None  # the last TrainResult
         self._start_chosen = False  # the user picked a start point: defaults no longer move it
+        self._offered_first_model = False  # the first-model settings were filled in once
         self._build()
         self.encoder.addItems(BACKBONES)
         self.fit_width()
@@ -184,6 +185,7 @@ class FinetuneWidget(FinetuneForm):
 
     def use_first_model(self) -> None:
         """The empty state's suggestion: the first-model settings on the current layers."""
+        self._offered_first_model = True
         self.apply_preset("first-model")
         self.first_model.setVisible(True)
 
@@ -195,10 +197,11 @@ class FinetuneWidget(FinetuneForm):
         """A model was saved or added: the start list follows; the empty state shows while none exists."""
         self.base_model.refresh()
         empty = self.base_model.registered == 0
-        if empty and self.first_model.isHidden() and not (self.job is not None and self.job.running):
-            self.use_first_model()
-        elif not empty:
-            self.first_model.setVisible(False)
+        running = self.job is not None and self.job.running
+        if empty and not running and not self._offered_first_model:
+            self.use_first_model()  # once: later the user's settings stay as they are
+        else:
+            self.first_model.setVisible(empty and not running)
 
     def _on_start_chosen(self, *_: Any) -> None:
         self._start_chosen = True
@@ -406,7 +409,7 @@ class FinetuneWidget(FinetuneForm):
             on_finally=self._on_finally,
         )
         self.start_button.setEnabled(False)
-        self.first_model_button.setEnabled(False)
+        self.first_model.setVisible(False)  # the suggestion is taken (it returns if no model results)
         self.stop_button.setEnabled(True)
         self.status.setText("Preparing the data and the network...")
         return self.job.start()
@@ -444,6 +447,7 @@ class FinetuneWidget(FinetuneForm):
         self.estimator.end_run()
         self.check_shapes()
         self.plot.redraw()
+        self._on_models_changed()
 
     def _on_done(self, result: Any) -> None:
         self.last_outcome = result

@@ -60,22 +60,28 @@ class EncoderWeights:
 
 
 def _head(url: str, timeout: float) -> str:
-    """ "" when ``url`` answers a HEAD request with a success status, else why not (short)."""
-    import requests
+    """"" when ``url`` answers a HEAD request with a success status, else why not (short).
+
+    The standard library's client (TLS verified, proxies from the environment), so asking costs
+    no dependency; redirects (GitHub's release files) are followed.
+    """
+    import urllib.error
+    import urllib.request
 
     try:
         check_url(url)
     except PretrainedWeightsError:
         return "the download address is not https"
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "napari-madgnet"})
     try:
-        response = requests.head(url, timeout=timeout, allow_redirects=True)
-    except requests.exceptions.Timeout:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return ""
+    except urllib.error.HTTPError as exc:
+        return f"the download server answered {exc.code}"
+    except TimeoutError:
         return "no answer from the download server"
-    except requests.exceptions.RequestException:
+    except (urllib.error.URLError, OSError):
         return "no internet connection?"
-    if response.status_code >= 400:
-        return f"the download server answered {response.status_code}"
-    return ""
 
 
 def encoder_weights_status(

@@ -1,15 +1,18 @@
-"""Screenshots of both dock widgets in real use, for the README and the docs.
+"""Screenshots of both docks as a newcomer sees them, at a laptop's and a desktop's screen size.
 
-Opens napari (under Xvfb on a headless machine), loads the nuclei sample, fine-tunes MADGNet on
-it in the Fine-tune dock with the demo's settings (from random weights: no download needed), lets the
-dock hand the new model to the Segment dock, which segments the image, and saves:
+Opens napari (under Xvfb on a headless machine) with an empty models folder and no network use,
+opens the nuclei sample (which opens the Fine-tune dock with the first-model suggestion), opens
+the Segment dock (its "No model yet" state), trains the first model from the suggestion, and lets
+the Fine-tune dock hand the model to the Segment dock. Three states, each at 1366 x 768 and
+1920 x 1080, the two docks stacked on the right, the divider between them in the middle:
 
-    docs/finetune_widget.png   the Fine-tune dock after training, with its loss/Dice plot
-    docs/segment_widget.png    the Segment dock and the resulting instance labels
+    docs/screenshots/<W>x<H>-empty.png      nothing trained yet
+    docs/screenshots/<W>x<H>-running.png    training, with the live plot and the time left
+    docs/screenshots/<W>x<H>-finished.png   trained and segmented
 
-    xvfb-run -a python docs/make_screenshots.py [--steps 200]
+    xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py [--steps 400]
 
-Models go to a temporary registry folder unless MADGNET_MODELS_DIR is set.
+The PNGs are reduced to 256 colours (a few hundred KB each). Models go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SIZES = ((1366, 768), (1920, 1080))
 
 
-def _wait(app, predicate, timeout: float) -> None:
+def _wait(app, predicate, timeout: float, what: str) -> None:
     end = time.perf_counter() + timeout
     while not predicate():
         if time.perf_counter() > end:
-            raise TimeoutError("the job did not finish in time")
+            raise TimeoutError(f"timed out waiting for {what}")
         app.processEvents()
-        time.sleep(0.005)
+        time.sleep(0.01)
 
 
 def _settle(app, seconds: float = 1.0) -> None:
@@ -39,80 +43,91 @@ def _settle(app, seconds: float = 1.0) -> None:
         time.sleep(0.01)
 
 
+def _save(viewer, app, out: Path, state: str, docks: list, show: tuple = ()) -> list[Path]:
+    """The whole window at each size, reduced to 256 colours. ``show``: (dock widget, control)
+    pairs; each dock is scrolled so that its control is in view (the part that tells the state)."""
+    from PIL import Image
+    from qtpy.QtCore import Qt
+
+    written = []
+    window = viewer.window._qt_window
+    for w, h in SIZES:
+        window.resize(w, h)
+        _settle(app, 0.5)
+        # napari gives the dock stacked last the larger share; split the two evenly, as a user
+        # would by dragging the divider, so both show at each size.
+        window.resizeDocks(docks, [h // 2, h // 2], Qt.Vertical)
+        viewer.reset_view()
+        _settle(app, 0.5)
+        for dock, control in show:
+            dock.scroll.ensureWidgetVisible(control, 0, 8)
+        _settle(app, 0.5)
+        pixels = viewer.screenshot(canvas_only=False, flash=False)
+        path = out / f"{w}x{h}-{state}.png"
+        image = Image.fromarray(pixels[..., :3]).quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        image.save(path, optimize=True)
+        written.append(path)
+        print(f"wrote {path} ({path.stat().st_size // 1000} KB, {pixels.shape[1]} x {pixels.shape[0]})")
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200, help="fine-tuning steps (default 200)")
-    parser.add_argument("--patch", type=int, default=64, help="patch size in px (default 64)")
-    parser.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="lr from scratch (2e-3)")
     parser.add_argument(
-        "--from-model",
-        default=None,
-        help="continue from this model file (e.g. the demo's out/demo/nuclei_model.pt) instead of scratch",
+        "--steps", type=int, default=120, help="training steps of the first model (default 120)"
     )
-    parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--out", default=str(HERE / "screenshots"))
+    parser.add_argument("--empty-only", action="store_true", help="only the empty state (a quick look)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("MADGNET_MODELS_DIR", tempfile.mkdtemp(prefix="madgnet-screenshot-models-"))
+    os.environ["MADGNET_MODELS_DIR"] = tempfile.mkdtemp(prefix="madgnet-screenshot-models-")
+    os.environ.setdefault("MADGNET_CACHE_DIR", tempfile.mkdtemp(prefix="madgnet-screenshot-cache-"))
 
-    import warnings
-
-    warnings.filterwarnings("ignore", message="napari support for the PyQt5")  # keep the toast out
     import napari
     import torch
-    from imageio.v3 import imwrite
     from qtpy.QtWidgets import QApplication
 
     torch.manual_seed(0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True, title="napari-madgnet")
-    viewer.window._qt_window.resize(1500, 980)
-    viewer.open_sample("napari-madgnet", "nuclei_dsb2018")
-    viewer.layers["nuclei annotation"].opacity = 0.5
     app = QApplication.instance()
+    viewer.window._qt_window.resize(*SIZES[0])
+    viewer.open_sample("napari-madgnet", "nuclei_dsb2018")
+    viewer.layers["nuclei annotation"].opacity = 0.45
+    _settle(app, 0.5)
     seg_dock, segment = viewer.window.add_plugin_dock_widget("napari-madgnet", "Segment")
     ft_dock, finetune = viewer.window.add_plugin_dock_widget("napari-madgnet", "Fine-tune")
-    seg_dock.hide()
-    finetune.image_combo.set_layer(viewer.layers["nuclei"])
-    finetune.labels_combo.set_layer(viewer.layers["nuclei annotation"])
-    if args.from_model:
-        from napari_madgnet.registry import register_model
-
-        register_model(args.from_model, name="nuclei-demo", copy=True, trained_on="nuclei sample, top half")
-        finetune.base_model.refresh(select="nuclei-demo")
-    else:
-        finetune.base_model.refresh(select="scratch")
-        finetune.encoder.setCurrentText("resnest50")
-        finetune.lr.setValue(args.lr)
-    finetune.length_unit.setCurrentText("steps")
+    docks = [ft_dock, seg_dock]
+    finetune.name_edit.setText("nuclei-first-model")
     finetune.length.setValue(args.steps)
     finetune.validate_every.setValue(max(1, args.steps // 10))
-    finetune.patch.setValue(args.patch)
-    finetune.batch.setValue(args.batch)
-    finetune.name_edit.setText("nuclei-finetuned")
+    # The estimate before Start: a short calibration, as the dock runs it by itself.
+    finetune.estimator.delay_ms = 10
+    finetune._settings_changed()
+    _wait(app, lambda: finetune.estimator.current is not None, 600, "the time estimate")
     segment.instances.setChecked(True)
-    segment.geometry.setCurrentText("tiles")  # native scale, as the patches were trained
-    _settle(app)
+    _save(viewer, app, out, "empty", docks)
+    if args.empty_only:
+        viewer.close()
+        return
 
     t0 = time.perf_counter()
-    finetune.start()
-    _wait(app, lambda: not finetune.job.running, 3600)
-    print(f"fine-tuned in {time.perf_counter() - t0:.0f} s: {finetune.status.text()}")
-    _wait(app, lambda: segment.job is not None and not segment.job.running, 600)
+    finetune.first_model_button.click()
+    _wait(
+        app,
+        lambda: len(finetune.plot.dices) >= 3 or not finetune.job.running,
+        3600,
+        "three validations",
+    )
+    _save(viewer, app, out, "running", docks, [(finetune, finetune.plot)])
+    _wait(app, lambda: not finetune.job.running, 3600, "the end of training")
+    print(f"trained in {time.perf_counter() - t0:.0f} s: {finetune.status.text()}")
+    _wait(app, lambda: segment.job is not None and not segment.job.running, 600, "the segmentation")
     print(f"segmented: {segment.status.text()}")
-    viewer.layers["nuclei mask"].visible = False
-    viewer.layers["nuclei annotation"].visible = True
-    finetune.plot.redraw()
-    _settle(app, 1.5)
-    out = Path(args.out)
-    imwrite(out / "finetune_widget.png", viewer.screenshot(canvas_only=False, flash=False))
-
-    ft_dock.hide()
-    seg_dock.show()
     viewer.layers["nuclei annotation"].visible = False
-    viewer.layers["nuclei mask"].visible = True
     viewer.layers["nuclei mask"].opacity = 0.6
-    _settle(app, 1.5)
-    imwrite(out / "segment_widget.png", viewer.screenshot(canvas_only=False, flash=False))
-    print(f"wrote {out / 'finetune_widget.png'} and {out / 'segment_widget.png'}")
+    finetune.plot.redraw()
+    _save(viewer, app, out, "finished", docks, [(finetune, finetune.plot), (segment, segment.status)])
     viewer.close()
 
 

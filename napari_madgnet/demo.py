@@ -7,8 +7,10 @@ bottom half with the new model, prints the Dice against the bottom half's labels
 floor (about 0.88) and the nuclei found as objects (object F1 and panoptic quality at IoU 0.5,
 watershed on the distance head vs connected components; see docs/heads.md), and writes the
 model, the mask and an overlay PNG to DIR. No ImageNet weights are needed: the network trains
-from scratch, with the same ``finetune`` function and config the ``madgnet finetune`` command
-uses (``TrainConfig.finetune`` plus the settings in ``demo_config``).
+from scratch, with the same ``finetune`` function and config the ``madgnet finetune --preset
+first-model`` command uses (``training.presets.first_model_config``). A second run reuses the
+model the first one made (when it was trained with the same settings) and prints the Dice again;
+``--retrain`` trains a new one.
 """
 
 from __future__ import annotations
@@ -25,16 +27,38 @@ from napari_madgnet.training.config import TrainConfig
 
 
 def demo_config(**overrides: object) -> TrainConfig:
-    """The fine-tuning preset as measured to learn the nuclei sample on 2 CPU cores in minutes.
+    """The first-model preset (``training.presets.first_model_config``: measured to learn the
+    nuclei sample on 2 CPU cores in minutes); ``max_steps``/``steps_per_epoch`` set its length."""
+    from napari_madgnet.training.presets import (
+        FIRST_MODEL_STEPS,
+        FIRST_MODEL_VALIDATE_EVERY,
+        first_model_config,
+    )
 
-    400 steps, not 200: at 200 the bottom-half Dice depended on rounding-level differences
-    (seeds 0/1/2: 0.879/0.902/0.931, the first no better than Otsu); at 400 it was 0.92-0.93.
-    """
-    steps = int(overrides.pop("max_steps", None) or 400)  # type: ignore[call-overload]
-    every = int(overrides.pop("steps_per_epoch", None) or 40)  # type: ignore[call-overload]
-    base: dict[str, object] = dict(init="scratch", patch_size=64, batch_size=4, lr=2e-3)
-    base.update(overrides)
-    return TrainConfig.finetune(**base).with_length(steps=steps, validate_every=every)
+    steps = int(overrides.pop("max_steps", None) or FIRST_MODEL_STEPS)  # type: ignore[call-overload]
+    every = int(overrides.pop("steps_per_epoch", None) or FIRST_MODEL_VALIDATE_EVERY)  # type: ignore[call-overload]
+    return first_model_config(steps=steps, validate_every=every, **overrides)
+
+
+#: Settings that do not change what a run learns (where it runs), ignored when deciding to reuse.
+_NOT_THE_RECIPE = ("device", "num_workers", "out_dir")
+
+
+def reusable_model(model_path: Path, cfg: TrainConfig) -> bool:
+    """True when ``model_path`` is a model the demo trained earlier with the same recipe."""
+    from napari_madgnet.model import read_checkpoint_info
+
+    if not model_path.is_file():
+        return False
+    try:
+        recipe = dict(read_checkpoint_info(model_path).get("provenance", {}).get("recipe") or {})
+    except Exception:  # an unreadable file is not reused; training writes a new one
+        return False
+    wanted = cfg.to_dict()
+    for key in _NOT_THE_RECIPE:
+        recipe.pop(key, None)
+        wanted.pop(key, None)
+    return recipe == wanted
 
 
 def otsu_dice(train_image: np.ndarray, test_image: np.ndarray, test_labels: np.ndarray) -> float:
@@ -66,14 +90,16 @@ def write_overlay(path: Path, image: np.ndarray, mask: np.ndarray, truth: np.nda
     plt.close(fig)
 
 
-def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) -> dict[str, float]:
-    """Fine-tune, segment, score and write; returns the numbers it printed."""
+def run(
+    out: Path, config: TrainConfig | None = None, *, quiet: bool = False, retrain: bool = False
+) -> dict[str, float]:
+    """Fine-tune (or reuse the model of an earlier run with the same settings, unless
+    ``retrain``), segment, score and write; returns the numbers it printed."""
+    import shutil
+
     import torch
 
-    from napari_madgnet.inference import InferenceConfig, PostprocessConfig, segment
-    from napari_madgnet.io import write_image
-    from napari_madgnet.metrics import dice
-    from napari_madgnet.qc import object_scores
+    from napari_madgnet.model import load_model
     from napari_madgnet.sample_data import load_nuclei
     from napari_madgnet.training import finetune
 
@@ -82,14 +108,16 @@ def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) ->
     half = image.shape[0] // 2
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / "nuclei_model.pt"
-    if model_path.exists():
-        model_path.unlink()  # the demo's own output from an earlier run
-    if (out / "run").is_dir():
-        import shutil
-
-        shutil.rmtree(out / "run")  # and its run folder (a new run refuses an earlier run's folder)
     t0 = time.perf_counter()
     c0 = time.process_time()
+    if not retrain and reusable_model(model_path, cfg):
+        print(f"Reusing the model trained by an earlier run: {model_path} (--retrain to train a new one).")
+        model = load_model(model_path)
+        val_dice = float(model.checkpoint_info.get("provenance", {}).get("validation", {}).get("dice", "nan"))
+        return _score(out, model, cfg, image, labels, half, model_path, t0, c0, val_dice, trained=False)
+    if model_path.exists():
+        model_path.unlink()  # the demo's own output from an earlier run
+    shutil.rmtree(out / "run", ignore_errors=True)  # and its run folder
     from tqdm import tqdm
 
     bar = tqdm(total=100, desc="fine-tuning", unit="%", disable=quiet, leave=False)
@@ -111,9 +139,20 @@ def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) ->
             image_name="nuclei top half",
         )
     bar.close()
-    train_s = time.perf_counter() - t0
+    val_dice = float(result.best.get("dice", float("nan")))
+    return _score(out, result.model, cfg, image, labels, half, model_path, t0, c0, val_dice, trained=True)
+
+
+def _score(out, model, cfg, image, labels, half, model_path, t0, c0, val_dice, *, trained: bool):
+    """Segment the bottom half with ``model``, score it, write mask and overlay, print the numbers."""
+    from napari_madgnet.inference import InferenceConfig, PostprocessConfig, segment
+    from napari_madgnet.io import write_image
+    from napari_madgnet.metrics import dice
+    from napari_madgnet.qc import object_scores
+
+    train_s = time.perf_counter() - t0 if trained else 0.0
     objects = InferenceConfig(device=cfg.device, postprocess=PostprocessConfig(instances="watershed"))
-    segmented = segment(image[half:], result.model, objects)
+    segmented = segment(image[half:], model, objects)
     prob = segmented.probabilities[0]
     mask = prob >= 0.5
     score = dice(mask, labels[half:])
@@ -126,23 +165,25 @@ def run(out: Path, config: TrainConfig | None = None, *, quiet: bool = False) ->
     write_overlay(out / "bottom_half_overlay.png", image[half:], mask, labels[half:])
     total_s = time.perf_counter() - t0
     cpu_s = time.process_time() - c0
+    steps = int(model.checkpoint_info.get("provenance", {}).get("steps") or 0)
     numbers = {
         "dice": score,
         "otsu_dice": floor,
-        "val_dice": float(result.best.get("dice", float("nan"))),
+        "val_dice": val_dice,
         "object_f1_watershed": watershed["f1"],
         "pq_watershed": watershed["pq"],
         "object_f1_components": components["f1"],
         "pq_components": components["pq"],
-        "steps": float(result.history[-1]["step"]),
+        "steps": float(steps),
         "train_seconds": train_s,
         "total_seconds": total_s,
         "cpu_seconds": cpu_s,
+        "reused": float(not trained),
     }
+    how = f"{train_s / 60:.1f} min training" if trained else "model reused, no training"
     print(
         f"Dice on the unseen bottom half: {score:.3f} (Otsu floor {floor:.3f}); "
-        f"{int(numbers['steps'])} steps, {train_s / 60:.1f} min training, {total_s / 60:.1f} min in all "
-        f"({cpu_s / 60:.1f} CPU-min).\n"
+        f"{steps} steps, {how}, {total_s / 60:.1f} min in all ({cpu_s / 60:.1f} CPU-min).\n"
         f"Nuclei as objects (IoU >= 0.5, Hungarian matching): watershed on the distance head "
         f"F1 {watershed['f1']:.3f}, PQ {watershed['pq']:.3f}; connected components "
         f"F1 {components['f1']:.3f}, PQ {components['pq']:.3f}.\n"
@@ -164,6 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train a new model even when an earlier run left one trained with the same settings",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -178,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         if value is not None:
             overrides[key] = value
-    run(args.out, demo_config(**overrides))
+    run(args.out, demo_config(**overrides), retrain=args.retrain)
     return 0
 
 

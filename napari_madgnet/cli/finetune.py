@@ -16,6 +16,8 @@ from napari_madgnet.cli._common import EXIT_STOPPED, stop_on_signals, tqdm_callb
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from napari_madgnet.model import BACKBONES
     from napari_madgnet.training.config import INITS, LABEL_MODES, TrainConfig
+    from napari_madgnet.training.disk import KEEP_RUN
+    from napari_madgnet.training.presets import PRESETS
 
     preset = TrainConfig.finetune()
     p = subparsers.add_parser(
@@ -56,7 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         choices=INITS,
         default=None,
         help="start without --from: ImageNet encoder (downloaded once) or random weights "
-        f"(default: {preset.init})",
+        f"(default: {preset.init}, or scratch when the ImageNet weights are neither on this computer nor "
+        "downloadable)",
     )
     g.add_argument(
         "--backbone", choices=BACKBONES, default=None, help=f"encoder (default: {preset.backbone})"
@@ -69,6 +72,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--no-register", action="store_true", help="do not list a model saved with --out in the models folder"
     )
     g.add_argument("--config", type=Path, default=None, help="YAML recipe (default: the fine-tuning preset)")
+    g.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=None,
+        help="settings to start from: finetune (the fine-tuning preset) or first-model (random weights, "
+        "64 px patches, 400 steps: a first model on a laptop CPU in minutes) (default: finetune)",
+    )
     g = p.add_argument_group("training")
     length = g.add_mutually_exclusive_group()
     length.add_argument(
@@ -102,13 +112,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "state, with its own settings; --image/--labels only if its files moved (same content), "
         "--device to change the device",
     )
+    g.add_argument(
+        "--keep-run",
+        choices=KEEP_RUN,
+        default=None,
+        help="what the run folder keeps after a successful run: none (the log only), resume (also the "
+        "training state, about 4x the model's size, to continue the run), all (default: none)",
+    )
+    g.add_argument(
+        "--estimate",
+        action="store_true",
+        help="only measure how long the run would take (a few training steps and one validation), "
+        "print it and exit",
+    )
     p.set_defaults(func=run)
 
 
 #: Options that belong to a new run; a resumed run takes them from its run folder.
 _NEW_RUN_ONLY = (
     "label_mode", "axes", "channel", "from_model", "init", "backbone", "out", "name", "config", "steps",
-    "epochs", "validate_every", "lr", "patch_size", "batch_size", "seed",
+    "epochs", "validate_every", "lr", "patch_size", "batch_size", "seed", "preset", "keep_run", "estimate",
 )  # fmt: skip
 
 
@@ -117,13 +140,19 @@ def run(args: argparse.Namespace) -> int:
     from napari_madgnet.errors import UserError
     from napari_madgnet.jobs import CancelToken
     from napari_madgnet.training import TrainConfig, finetune
+    from napari_madgnet.training.encoder_weights import choose_init
+    from napari_madgnet.training.presets import preset_config
 
     if args.resume is not None:
         return _resume(args)
     if args.image is None or args.labels is None:
         raise UserError("Give the data: --image FILE --labels FILE (or --resume RUN_DIR to continue a run).")
-    preset = TrainConfig.finetune(from_model=args.from_model)
-    cfg = TrainConfig.from_yaml(args.config) if args.config else preset
+    if args.config:
+        cfg = TrainConfig.from_yaml(args.config)
+    else:
+        cfg = preset_config(
+            args.preset or "finetune", **({"from_model": args.from_model} if args.from_model else {})
+        )
     mapping = {
         "label_mode": args.label_mode,
         "backbone": args.backbone,
@@ -137,9 +166,20 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in mapping.items() if v is not None}
     cfg = cfg.replace(**changes) if changes else cfg
     cfg = cfg.with_length(steps=args.steps, epochs=args.epochs, validate_every=args.validate_every)
+    if not args.from_model:
+        # An ImageNet start the user did not ask for falls back to random weights when the file is
+        # neither cached nor downloadable; one asked for (flag or recipe) fails fast instead.
+        asked = args.init or (cfg.init if args.config else None)
+        init, note = choose_init(asked, cfg.backbone, preset=cfg.init)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        cfg = cfg.replace(init=init)
     cfg.validate()
     image, labels, axes = _read_pair(args)
+    if args.estimate:
+        return _print_estimate(cfg, image, labels, axes, args)
     callback, close = tqdm_callback("fine-tuning")
+    callback = _with_estimate(callback, cfg)
     token = CancelToken()
     try:
         with stop_on_signals(token, "fine-tuning"):
@@ -157,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
                 image_name=args.image.name,
                 sources={"image": args.image, "labels": args.labels},
                 callback=callback,
+                keep_run=args.keep_run or "none",
             )
     finally:
         close()
@@ -217,3 +258,37 @@ def _read_pair(args: argparse.Namespace) -> tuple[object, object, str | None]:
     axes = axes_for_labels(image.shape, labels.shape)
     print(f"note: {guess_note(args.image.name, image.shape, axes)}", file=sys.stderr)
     return image.data, labels, axes
+
+
+def _print_estimate(cfg, image, labels, axes, args: argparse.Namespace) -> int:
+    """``--estimate``: calibrate on the real data (nothing written) and print the estimate."""
+    from napari_madgnet.training.estimate import estimate_run
+    from napari_madgnet.training.finetune import data_from_arrays
+
+    data = data_from_arrays(image, labels, cfg, axes=axes, channel=args.channel, name=args.image.name)
+    print(f"estimated time: {estimate_run(cfg, data).describe()}")
+    return 0
+
+
+def _with_estimate(callback, cfg):
+    """The progress callback, plus one printed line with the measured time estimate: after the first
+    validation pass, or after a few steps when nothing is validated."""
+    from tqdm import tqdm
+
+    from napari_madgnet.training.estimate import RunClock
+
+    clock = RunClock(validate_every=cfg.steps_per_epoch)
+    said = False
+
+    def update(event):
+        nonlocal said
+        estimate = clock.update(event)
+        details = event.details
+        if estimate is not None and not said and "step" in details:
+            ready = "val" in details or int(details["step"]) >= 5 or int(details["step"]) == estimate.steps
+            if ready:
+                said = True
+                tqdm.write(f"estimated time: {estimate.describe()}", file=sys.stderr)
+        callback(event)
+
+    return update

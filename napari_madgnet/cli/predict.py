@@ -56,11 +56,12 @@ def distributed_rank() -> tuple[int, int, int]:
 
 
 def add_parser(subparsers: Any) -> None:
+    # Every option states its default once, in its own words (no ArgumentDefaultsHelpFormatter: it
+    # would add "(default: None)" where None means "from the model" or "guessed").
     p = subparsers.add_parser(
         "predict",
         help="segment image files or folders",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "inputs",
@@ -70,59 +71,102 @@ def add_parser(subparsers: Any) -> None:
         "folders, nii/nii.gz, nrrd/nhdr, mha/mhd; with [video]: mp4, avi, mov, mkv)",
     )
     p.add_argument(
-        "-m", "--model", required=True, help="registered model name (madgnet models list) or checkpoint path"
+        "-m",
+        "--model",
+        required=True,
+        help="registered model name (madgnet models list) or checkpoint path (required)",
     )
-    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder (required)")
     p.add_argument(
         "--format",
         choices=("tif", "png", "zarr", *(s.lstrip(".") for s in WRITE_SUFFIXES)),
         help="mask file format (default: the input's family for medical images, else tif)",
     )
-    p.add_argument("--series", help="SeriesInstanceUID to read from DICOM folders holding several series")
-    p.add_argument("--save-probabilities", action="store_true", help="also write <stem>_probabilities.tif")
+    p.add_argument(
+        "--series",
+        help="SeriesInstanceUID to read from DICOM folders holding several series (default: the only one)",
+    )
+    p.add_argument(
+        "--save-probabilities", action="store_true", help="also write <stem>_probabilities.tif (default: off)"
+    )
     p.add_argument(
         "--save-uncertainty",
         action="store_true",
-        help="also write <stem>_uncertainty.tif: per-pixel entropy of the (TTA-averaged) probability, 0-1",
+        help="also write <stem>_uncertainty.tif: per-pixel entropy of the (TTA-averaged) probability, 0-1 "
+        "(default: off)",
     )
-    p.add_argument("--config", type=Path, help="YAML file of InferenceConfig settings; flags override it")
+    p.add_argument(
+        "--config", type=Path, help="YAML file of InferenceConfig settings; flags override it (default: none)"
+    )
     existing = p.add_mutually_exclusive_group()
-    existing.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace existing outputs (default: refuse)"
+    )
     existing.add_argument(
         "--skip-existing",
         action="store_true",
-        help="continue an interrupted run: skip inputs whose outputs are all there, redo incomplete ones",
+        help="continue an interrupted run: skip inputs whose outputs are all there, redo incomplete ones "
+        "(default: off)",
     )
     p.add_argument(
         "--recursive",
         action="store_true",
-        help="look into sub-folders (linked ones too; the output folder and earlier outputs are left out)",
+        help="look into sub-folders, linked ones too; the output folder and earlier outputs are left out "
+        "(default: off)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar (default: a bar)")
     g = p.add_argument_group("image layout and intensities")
-    g.add_argument("--axes", help="axes of the images, e.g. YX, YXC, ZYX, TZYX, CYX (default: guessed)")
-    g.add_argument("--channel", type=int, help="channel to segment in multichannel images (0-based)")
+    g.add_argument(
+        "--axes",
+        help="axes of the images, e.g. YX, YXC, ZYX, TZYX, CYX (default: the file's own, else guessed from "
+        "the shape)",
+    )
+    g.add_argument(
+        "--channel",
+        type=int,
+        help="channel to segment in multichannel images, 0-based (default: grey or RGB as it is)",
+    )
     g.add_argument(
         "--normalization",
         help="scale255, percentile, minmax, none, auto or a CT window (default: the model's own)",
     )
     g = p.add_argument_group("geometry and device")
-    g.add_argument("--geometry", choices=("auto", "resize", "tiles"), help="whole image resized, or tiles")
-    g.add_argument("--tile", type=int, help="tile size in pixels (implies --geometry tiles)")
-    g.add_argument("--overlap", type=float, help="tile overlap as a fraction of the tile")
-    g.add_argument("--scale", type=float, help="resample the image by this factor before tiling")
-    g.add_argument("--input-size", type=int, help="model input size for resize (default: the model's)")
-    g.add_argument("--batch-size", type=int, help="tiles or planes per forward pass")
-    g.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps")
-    g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     g.add_argument(
-        "--tta", type=int, choices=(1, 2, 4, 8), help="flip test-time augmentation: forward passes averaged"
+        "--geometry",
+        choices=("auto", "resize", "tiles"),
+        help="resize: the whole image resized to the model's input; tiles: native-resolution tiles; "
+        "auto: resize up to 1.5x the model's input size, tiles above (default: auto)",
+    )
+    g.add_argument(
+        "--tile", type=int, help="tile size in pixels; implies --geometry tiles (default: the model's)"
+    )
+    g.add_argument("--overlap", type=float, help="tile overlap as a fraction of the tile (default: 0.25)")
+    g.add_argument("--scale", type=float, help="resample the image by this factor before tiling (default: 1)")
+    g.add_argument("--input-size", type=int, help="model input size for resize (default: the model's)")
+    g.add_argument(
+        "--batch-size", type=int, help="tiles or planes per forward pass (default: 8 on a GPU, 1 on the CPU)"
+    )
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps (default: auto)")
+    g.add_argument(
+        "--no-amp", action="store_true", help="no mixed precision on CUDA (default: mixed precision)"
+    )
+    g.add_argument(
+        "--tta",
+        type=int,
+        choices=(1, 2, 4, 8),
+        help="flip test-time augmentation: forward passes averaged (default: 1, no flips)",
     )
     g = p.add_argument_group("post-processing")
-    g.add_argument("--threshold", type=float, help="probability threshold (default 0.5)")
-    g.add_argument("--fill-holes", action="store_true", default=None, help="fill holes in objects")
-    g.add_argument("--min-size", type=int, help="remove objects smaller than this many pixels")
-    g.add_argument("--largest", action="store_true", default=None, help="keep the largest object only")
+    g.add_argument("--threshold", type=float, help="probability threshold (default: 0.5)")
+    g.add_argument(
+        "--fill-holes", action="store_true", default=None, help="fill holes in objects (default: off)"
+    )
+    g.add_argument(
+        "--min-size", type=int, help="remove objects smaller than this many pixels (default: 0, keep all)"
+    )
+    g.add_argument(
+        "--largest", action="store_true", default=None, help="keep the largest object only (default: off)"
+    )
     g.add_argument(
         "--instances",
         nargs="?",
@@ -130,7 +174,8 @@ def add_parser(subparsers: Any) -> None:
         choices=("components", "watershed"),
         default=None,
         help="number objects 1..N: connected components, or a watershed on the model's distance map "
-        "(alone: watershed for models trained with the distance head, else components)",
+        "(alone: watershed for models trained with the distance head, else components; default: one "
+        "label, 1)",
     )
     p.set_defaults(func=run)
 

@@ -83,6 +83,8 @@ class TrainResult:
     #: how a continued run started (``training.continued``): the run folder and whether its
     #: optimiser state was used ("restored") or not ("fresh", with the reason)
     continued: dict[str, Any] | None = None
+    baseline_dice: float | None = None  # an Otsu threshold's Dice on the validation part
+    disk: Any = None  # training.disk.DiskUse: what the run kept where (fine-tuning only)
 
     @property
     def steps(self) -> int:

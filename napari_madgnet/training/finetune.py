@@ -321,6 +321,7 @@ def iter_finetune(
     cancel: CancelToken | None = None,
     image_name: str = "image",
     sources: dict[str, str | os.PathLike[str]] | None = None,
+    keep_run: str = "none",
 ) -> Generator[Progress, None, TrainResult]:
     """Fine-tune on one annotated image/stack; yields Progress, returns the TrainResult.
 
@@ -337,7 +338,14 @@ def iter_finetune(
     folder that holds an earlier run is refused (``runs.UnfinishedRunError`` when that run can be
     continued with ``iter_resume_finetune``). A run that fails before its first saved state
     removes what it made; one that fails later keeps its folder, which can be continued.
+    ``keep_run``: what the run folder keeps after a successful run (``disk.KEEP_RUN``; default:
+    the log and ``run.json``). The result carries the Otsu baseline of the validation part and a
+    warning when the model does not beat it (``baseline``), and what is on disk.
     """
+    from napari_madgnet.training import disk
+    from napari_madgnet.training.encoder_weights import check_init
+
+    disk.check_keep_run(keep_run)
     cfg = config or TrainConfig.finetune(from_model=str(from_model) if from_model else None)
     if from_model is not None:
         cfg = cfg.replace(from_model=str(from_model))
@@ -345,6 +353,8 @@ def iter_finetune(
     if out is not None or name:
         plan_output(out, name, folder=folder, work_dir=work_dir)  # a taken name fails before any work
     check_start_model(cfg)
+    if not cfg.from_model:
+        check_init(cfg.init, cfg.backbone)  # offline without the ImageNet file: say so now
     plan, reservation = _reserve(out, name, folder, work_dir, register)
     ours = failed = False  # ours: the run folder is this run's (not an earlier run's)
     try:
@@ -356,8 +366,12 @@ def iter_finetune(
         data = data_from_arrays(image, labels, cfg, axes=axes, channel=channel, name=image_name)
         if data.note:
             yield Progress(0.0, data.note, {"warning": True, "note": data.note})
-        _write_manifest(plan, cfg, data, register, axes, channel, image_name, sources)
-        return (yield from _train(plan, cfg, data, register=register, cancel=cancel, resume=False))
+        _write_manifest(plan, cfg, data, register, axes, channel, image_name, sources, keep_run)
+        return (
+            yield from _train(
+                plan, cfg, data, register=register, cancel=cancel, resume=False, keep_run=keep_run
+            )
+        )
     except BaseException as exc:
         failed = True
         if ours:
@@ -435,7 +449,12 @@ def iter_resume_finetune(
             note = "The run had not saved a state yet: it starts again from step 0 with its settings."
             yield Progress(0.0, note, {"warning": True, "note": note})
         update_run_file(plan.run_dir, status="running", resumed_at=now(), pid=os.getpid())
-        return (yield from _train(plan, cfg, data, register=register, cancel=cancel, resume=state))
+        keep_run = manifest.get("keep_run", "none")
+        return (
+            yield from _train(
+                plan, cfg, data, register=register, cancel=cancel, resume=state, keep_run=keep_run
+            )
+        )
     except BaseException as exc:
         _record_failure(plan, exc, remove=False)  # the run stays continuable as it was
         raise
@@ -489,6 +508,7 @@ def _write_manifest(
     channel: int | None,
     image_name: str,
     sources: dict[str, str | os.PathLike[str]] | None,
+    keep_run: str,
 ) -> None:
     from napari_madgnet import __version__
     from napari_madgnet.locks import host_name
@@ -506,6 +526,7 @@ def _write_manifest(
             "axes": axes,
             "channel": channel,
             "image_name": image_name,
+            "keep_run": keep_run,
             "inputs": {role: file_record(path) for role, path in (sources or {}).items()},
             "data_sha256": data_fingerprint(data),
             "config": cfg.to_dict(),
@@ -520,7 +541,14 @@ def _write_manifest(
 
 
 def _train(
-    plan: OutputPlan, cfg: TrainConfig, data: TrainData, *, register: bool, cancel: Any, resume: bool
+    plan: OutputPlan,
+    cfg: TrainConfig,
+    data: TrainData,
+    *,
+    register: bool,
+    cancel: Any,
+    resume: bool,
+    keep_run: str = "none",
 ) -> Generator[Progress, None, TrainResult]:
     """The engine on a reserved plan; then ``run.json`` says how it ended, and the model is listed."""
     from napari_madgnet.hashing import sha256_file
@@ -545,6 +573,21 @@ def _train(
         result.model_name, warning = register_output(plan)
         if warning:
             result.warnings.append(warning)
+    finish_result(result, data, keep_run)
+    return result
+
+
+def finish_result(result: TrainResult, data: TrainData, keep_run: str = "none") -> TrainResult:
+    """After a run: the Otsu baseline on the validation part (and a warning when the model is not
+    better), then the run folder tidied by ``keep_run`` and what is kept recorded."""
+    from napari_madgnet.training import disk
+    from napari_madgnet.training.baseline import baseline_warning, otsu_baseline
+
+    result.baseline_dice = otsu_baseline(data.train, data.val)
+    warning = baseline_warning(result.best.get("dice"), result.baseline_dice)
+    if warning:
+        result.warnings.append(warning)
+    result.disk = disk.tidy_run_dir(result.out_dir, result.model_path, keep_run, result.stopped)
     return result
 
 
@@ -612,6 +655,12 @@ def describe_result(result: TrainResult) -> str:
             else ""
         )
         text += f", saved{named} to {result.model_path}"
+    baseline = getattr(result, "baseline_dice", None)
+    if baseline is not None and dice is not None:
+        text += f". A plain Otsu threshold scores {baseline:.3f} on the same validation pixels"
+    kept = getattr(result, "disk", None)
+    if kept is not None:
+        return f"{text}. {kept.describe()}"
     if result.out_dir is not None:
         text += f". Run folder (log, resumable state): {result.out_dir}"
     return text + "."

@@ -15,9 +15,10 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QObject, Qt, QTimer, Signal
-from qtpy.QtWidgets import QComboBox, QFileDialog, QLabel, QWidget
+from qtpy.QtWidgets import QComboBox, QFileDialog, QWidget
 
 from napari_madgnet.device import available_devices, resolve_device
+from napari_madgnet.widgets._ui import note_label
 
 #: The text of the picker entry that opens a file dialog.
 LOAD_FROM_FILE = "Load from file..."
@@ -170,6 +171,7 @@ class ModelCombo(QComboBox):
         super().__init__(parent)
         self._extra = extra  # (label, value) shown first, e.g. ("ImageNet encoder", "imagenet")
         self._files: list[str] = []
+        self.registered = 0  # how many registry models the list shows
         self._last_index = 0
         self.choose_file = choose_file or _file_dialog
         self.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
@@ -181,7 +183,8 @@ class ModelCombo(QComboBox):
         """Re-read the registry, keeping the current choice (or selecting ``select``, a name/path)."""
         from napari_madgnet.registry import list_models
 
-        keep = select or self.value()
+        before = self.value()
+        keep = select or before
         try:
             entries = list_models(read=False)  # names only: no checkpoint is opened on the GUI thread
         except OSError as exc:
@@ -191,6 +194,7 @@ class ModelCombo(QComboBox):
         self.clear()
         for label, value in self._extra:
             self.addItem(label, value)
+        self.registered = len(entries)
         for entry in entries:
             label = entry.name if entry.available else f"{entry.name} (unusable)"
             self.addItem(label, entry.name)
@@ -202,13 +206,15 @@ class ModelCombo(QComboBox):
             self.addItem(Path(path).name, path)
             self.setItemData(self.count() - 1, path, Qt.ToolTipRole)
         self.addItem(LOAD_FROM_FILE, LOAD_FROM_FILE)
-        self.blockSignals(False)
         index = self.findData(keep) if keep else -1
         if index < 0 and keep:
             wanted = keep.lower()
             index = next((i for i in range(self.count()) if str(self.itemData(i)).lower() == wanted), -1)
         self.setCurrentIndex(index if index >= 0 else 0)
+        self.blockSignals(False)
         self._last_index = self.currentIndex()
+        if self.value() != before:  # once, whatever the refill did to the index meanwhile
+            self.currentIndexChanged.emit(self.currentIndex())
 
     def showPopup(self) -> None:
         self.refresh()
@@ -248,9 +254,11 @@ class DeviceCombo(QComboBox):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.addItems(available_devices())
-        self.note = QLabel()
-        self.note.setWordWrap(True)
-        self.note.setStyleSheet("color: #e0a040;")
+        self.setToolTip(
+            "Where the network runs: auto picks a graphics card (CUDA, Apple MPS) when there is one, "
+            "else the CPU."
+        )
+        self.note = note_label("warning")  # one line: a long note never overlaps the next row
         self.currentIndexChanged.connect(self._update_note)
         self._update_note()
 
@@ -262,7 +270,7 @@ class DeviceCombo(QComboBox):
             device = resolve_device(self.value())
             cpu = device.type == "cpu"
             self.note.setText(
-                "Running on the CPU: fine for small images and short fine-tuning, slow for large stacks."
+                "Runs on the CPU: fine for small images and short training, slow for large stacks."
                 if cpu
                 else ""
             )

@@ -2,10 +2,17 @@
 
 It only gathers settings and shows results: the training length (``TrainConfig.with_length``),
 the output name and folder (``training.finetune.plan_output``), stopping with the best model so
-far and registering the saved model all happen in the core's ``training.iter_finetune``, exactly
-as for ``madgnet finetune``. The generator runs in a thread worker; each step updates a progress
-bar with ETA and the live loss/Dice plot. The saved model is announced on the window's
-``ModelHub`` (Segment widgets list it at once) and, by default, used to segment the image.
+far, registering the saved model, the Otsu floor and what stays on disk all happen in the core's
+``training.iter_finetune``, exactly as for ``madgnet finetune``. The generator runs in a thread
+worker; each step updates a progress bar, the time left and the live loss/Dice plot. The saved
+model is announced on the window's ``ModelHub`` (Segment widgets list it at once) and, by default,
+used to segment the image.
+
+Before Start the dock says what the run will cost and whether it can start as set: the time, from
+a short calibration (``training.estimate``, the CLI's ``--estimate``), and whether the ImageNet
+starting weights are here or downloadable (``training.encoder_weights``; offline, random weights
+become the default start, as in the CLI). With no model in the registry it offers the first-model
+settings (``training.presets``, the CLI's ``--preset first-model``).
 """
 
 from __future__ import annotations
@@ -14,51 +21,30 @@ import math
 from pathlib import Path
 from typing import Any
 
-from napari.layers import Image, Labels
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QWidget
 
 from napari_madgnet.model import BACKBONES
 from napari_madgnet.paths import models_dir
 from napari_madgnet.training import AugmentConfig, TrainConfig
 from napari_madgnet.training.finetune import describe_result, plan_output
 from napari_madgnet.widgets._common import (
-    DeviceCombo,
     HubLink,
-    LayerCombo,
-    ModelCombo,
     describe_exception,
     notify_error,
     notify_info,
     notify_warning,
 )
+from napari_madgnet.widgets._finetune_form import LABEL_MODES, FinetuneForm
+from napari_madgnet.widgets._finetune_time import TimeEstimator
 from napari_madgnet.widgets._layers import layer_axes, layer_data
-from napari_madgnet.widgets._plot import TrainingPlot
-from napari_madgnet.widgets._worker import Job
-
-LABEL_MODES = {
-    "objects (any value > 0)": "binary",
-    "classes (1..K)": "multiclass",
-    "scribbles (1 object, 2 background)": "scribble",
-}
-START_POINTS = (("ImageNet encoder", "imagenet"), ("random weights (scratch)", "scratch"))
+from napari_madgnet.widgets._ui import LEVEL_COLOURS
+from napari_madgnet.widgets._worker import Job, stop_with_owner
 
 
-def _finetune_job(token: Any, image: Any, labels: Any, cfg: TrainConfig, plan: Any, axes: str, name: str):
+def _finetune_job(
+    token: Any, image: Any, labels: Any, cfg: TrainConfig, plan: Any, axes: str, name: str, keep: str
+):
     """Worker body: the core's fine-tuning generator (Stop keeps the best model so far).
 
     The layer data arrives as it is in the layer (numpy, dask, zarr): it is read here, in the
@@ -78,6 +64,7 @@ def _finetune_job(token: Any, image: Any, labels: Any, cfg: TrainConfig, plan: A
                 axes=axes,
                 cancel=token,
                 image_name=name,
+                keep_run=keep,
             )
         )
     finally:
@@ -87,130 +74,177 @@ def _finetune_job(token: Any, image: Any, labels: Any, cfg: TrainConfig, plan: A
             torch.cuda.empty_cache()
 
 
+def _weights_job(token: Any, backbone: str):
+    """Worker body: are the ImageNet weights here, or downloadable (one short request)?"""
+    from napari_madgnet.jobs import Progress
+    from napari_madgnet.training.encoder_weights import encoder_weights_status
+
+    yield Progress(0.0, "Checking the ImageNet starting weights...")
+    return encoder_weights_status(backbone)
+
+
+def summary_line(result: Any, below_baseline: bool) -> str:
+    """The status line after a run (the whole ``describe_result`` is in its details)."""
+    how = {"finished": "Finished", "cancelled": "Stopped", "early_stopping": "Stopped early"}.get(
+        result.stopped, str(result.stopped).capitalize()
+    )
+    name = f"'{result.model_name}'" if result.model_name else "the model"
+    dice = result.best.get("dice")
+    if dice is None:
+        return f"{how}: {name} saved (nothing was validated)."
+    if below_baseline:
+        return (
+            f"{how}: {name} is not better than a threshold (Dice {dice:.3f}, Otsu "
+            f"{result.baseline_dice:.3f}): train longer or annotate more."
+        )
+    otsu = f", Otsu threshold {result.baseline_dice:.3f}" if result.baseline_dice is not None else ""
+    return f"{how}: {name} saved, validation Dice {dice:.3f}{otsu}."
+
+
 def image_shape(layer: Any) -> tuple[int, ...]:
     shape = tuple(layer_data(layer).shape)
     return shape[:-1] if getattr(layer, "rgb", False) else shape
 
 
-class FinetuneWidget(QWidget):
+class FinetuneWidget(FinetuneForm):
     """Fine-tune a model on the chosen image and labels."""
+
+    #: Calibrate the time estimate this long after the settings stop changing (None: only
+    #: measure once training runs).
+    estimate_delay_ms: int | None = 800
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.job: Job | None = None
+        self.weights_job: Job | None = None
+        self.weights: Any = None  # encoder_weights.EncoderWeights, once checked
         self.last_outcome: Any = None  # the last TrainResult
+        self._start_chosen = False  # the user picked a start point: defaults no longer move it
+        self._offered_first_model = False  # the first-model settings were filled in once
         self._build()
-        self.hub_link = HubLink(self, lambda _name: self.base_model.refresh())
+        self.encoder.addItems(BACKBONES)
+        self.fit_width()
+        self.estimator = TimeEstimator(self.estimate_label, self.estimate_delay_ms, self)
+        self._preset_lr = self.lr.value()  # follows the start point until the user picks a rate
+        self.hub_link = HubLink(self, lambda _name: self._on_models_changed())
+        self._settings_timer = QTimer(self)
+        self._settings_timer.setSingleShot(True)
+        self._settings_timer.setInterval(50)
+        self._settings_timer.timeout.connect(self._settings_changed)
         for combo in (self.image_combo, self.labels_combo):
             combo.currentIndexChanged.connect(self.check_shapes)
         self.image_combo.currentIndexChanged.connect(self._suggest_name)
         self.base_model.currentIndexChanged.connect(self._on_base_changed)
+        self.base_model.activated.connect(self._on_start_chosen)
+        self.preset.activated.connect(lambda _i: self.apply_preset(self.preset.currentData()))
+        self.start_button.clicked.connect(self.start)
+        self.first_model_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        for signal in (
+            self.image_combo.currentIndexChanged,
+            self.labels_combo.currentIndexChanged,
+            self.base_model.currentIndexChanged,
+            self.encoder.currentIndexChanged,
+            self.label_mode.currentIndexChanged,
+            self.length.valueChanged,
+            self.length_unit.currentIndexChanged,
+            self.validate_every.valueChanged,
+            self.batch.valueChanged,
+            self.patch.valueChanged,
+            self.val_fraction.valueChanged,
+            self.device.currentIndexChanged,
+        ):
+            signal.connect(self._settings_timer.start)
+        stop_with_owner(self, lambda: [self.job, self.weights_job, self.estimator.job])
         self.check_shapes()
         self._suggest_name()
+        self._on_models_changed()
         self._on_base_changed()
+        self._check_weights()
 
-    # ------------------------------------------------------------------ building
-    def _build(self) -> None:
-        preset = TrainConfig.finetune()
-        layout = QVBoxLayout(self)
-        box, form = _group("Data")
-        self.image_combo = LayerCombo(self.viewer, (Image,))
-        self.labels_combo = LayerCombo(self.viewer, (Labels,))
-        self.shape_note = QLabel()
-        self.shape_note.setWordWrap(True)
-        self.label_mode = QComboBox()
-        self.label_mode.addItems(LABEL_MODES)
-        form.addRow("Image", self.image_combo)
-        form.addRow("Labels", self.labels_combo)
-        form.addRow(self.shape_note)
-        form.addRow("Labels are", self.label_mode)
-        layout.addWidget(box)
+    # ------------------------------------------------------------------ presets and start point
+    def apply_preset(self, name: str) -> None:
+        """Fill the settings from a core preset: "finetune" or "first-model" (``training.presets``)."""
+        from napari_madgnet.training.presets import preset_config
 
-        box, form = _group("Model")
-        self.base_model = ModelCombo(extra=START_POINTS)
-        self.encoder = QComboBox()
-        self.encoder.addItems(BACKBONES)
-        self.name_edit = QLineEdit()
-        self.folder_edit = QLineEdit(str(models_dir()))
-        browse = QPushButton("...")
-        browse.setFixedWidth(28)
-        browse.clicked.connect(self._browse_folder)
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder_edit)
-        folder_row.addWidget(browse)
-        self.device = DeviceCombo()
-        form.addRow("Start from", self.base_model)
-        form.addRow("Encoder", self.encoder)
-        form.addRow("New name", self.name_edit)
-        form.addRow("Folder", folder_row)
-        form.addRow("Device", self.device)
-        form.addRow(self.device.note)
-        layout.addWidget(box)
+        self.preset.setCurrentIndex(max(0, self.preset.findData(name)))
+        cfg = preset_config(name)
+        if name == "first-model":
+            self.base_model.refresh(select=cfg.init)
+        elif self.base_model.value() == "scratch" and not self._start_chosen:
+            self.base_model.refresh(select=self._default_start())
+        self.patch.setValue(cfg.patch_size)
+        self.batch.setValue(cfg.batch_size)
+        self.lr.setValue(cfg.lr)
+        self._preset_lr = cfg.lr
+        self.length_unit.setCurrentText("steps")
+        self.length.setValue(cfg.planned_steps() or cfg.epochs * (cfg.steps_per_epoch or 1))
+        self.validate_every.setValue(cfg.steps_per_epoch or self.validate_every.value())
+        self._settings_changed()
 
-        box, form = _group("Training")
-        self.length_unit = QComboBox()
-        self.length_unit.addItems(["steps", "epochs"])
-        self.length = QSpinBox()
-        self.length.setRange(1, 1_000_000)
-        self.length.setValue(preset.epochs * (preset.steps_per_epoch or 1))
-        length_row = QHBoxLayout()
-        length_row.addWidget(self.length)
-        length_row.addWidget(self.length_unit)
-        self.validate_every = QSpinBox()
-        self.validate_every.setRange(1, 100_000)
-        self.validate_every.setValue(preset.steps_per_epoch or 10)
-        self.validate_every.setToolTip("Steps per epoch: validate (and keep the best model) this often.")
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(1e-5, 1.0)
-        self.lr.setSingleStep(1e-4)
-        self.lr.setValue(preset.lr)
-        self._preset_lr = preset.lr  # follows the start point until the user picks a rate
-        self.batch = QSpinBox()
-        self.batch.setRange(1, 256)
-        self.batch.setValue(preset.batch_size)
-        self.patch = QSpinBox()
-        self.patch.setRange(32, 2048)
-        self.patch.setSingleStep(32)
-        self.patch.setValue(preset.patch_size)
-        self.augment = QCheckBox("augmentation (flips, rotations, intensity)")
-        self.augment.setChecked(True)
-        self.val_fraction = QDoubleSpinBox()
-        self.val_fraction.setRange(0.0, 0.9)
-        self.val_fraction.setSingleStep(0.05)
-        self.val_fraction.setValue(preset.val_fraction)
-        form.addRow("Train for", length_row)
-        form.addRow("Validate every", self.validate_every)
-        form.addRow("Learning rate", self.lr)
-        form.addRow("Batch size", self.batch)
-        form.addRow("Patch size (px)", self.patch)
-        form.addRow("Validation share", self.val_fraction)
-        form.addRow(self.augment)
-        layout.addWidget(box)
+    def use_first_model(self) -> None:
+        """The empty state's suggestion: the first-model settings on the current layers."""
+        self._offered_first_model = True
+        self.apply_preset("first-model")
+        self.first_model.setVisible(True)
 
-        self.segment_after = QCheckBox("segment the image with the new model when done")
-        self.segment_after.setChecked(True)
-        layout.addWidget(self.segment_after)
-        row = QHBoxLayout()
-        self.start_button = QPushButton("Start")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setEnabled(False)
-        self.start_button.clicked.connect(self.start)
-        self.stop_button.clicked.connect(self.stop)
-        row.addWidget(self.start_button)
-        row.addWidget(self.stop_button)
-        layout.addLayout(row)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1000)
-        self.progress_bar.setTextVisible(False)
-        layout.addWidget(self.progress_bar)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        layout.addWidget(self.status)
-        self.plot = TrainingPlot()
-        layout.addWidget(self.plot)
-        layout.addStretch(1)
+    def _default_start(self) -> str:
+        """ImageNet when its weights are here or downloadable (or not yet known), else scratch."""
+        return "scratch" if self.weights is not None and not self.weights.usable else "imagenet"
+
+    def _on_models_changed(self) -> None:
+        """A model was saved or added: the start list follows; the empty state shows while none exists."""
+        self.base_model.refresh()
+        empty = self.base_model.registered == 0
+        running = self.job is not None and self.job.running
+        if empty and not running and not self._offered_first_model:
+            self.use_first_model()  # once: later the user's settings stay as they are
+        else:
+            self.first_model.setVisible(empty and not running)
+
+    def _on_start_chosen(self, *_: Any) -> None:
+        self._start_chosen = True
+
+    def _check_weights(self) -> None:
+        """Ask (in a worker) whether an ImageNet start is possible here; the note says so."""
+        if self.weights_job is not None and self.weights_job.running:
+            return
+        backbone = self.encoder.currentText()
+        self.weights_job = Job(
+            _weights_job,
+            backbone,
+            description="Checking the ImageNet starting weights",
+            on_done=self._on_weights,
+            on_error=lambda exc: None,  # an unknown encoder: the start note stays empty
+        )
+        self.weights_job.start()
+        self._update_start_note()
+
+    def _on_weights(self, status: Any) -> None:
+        self.weights = status
+        if not status.usable and self.base_model.value() == "imagenet" and not self._start_chosen:
+            self.base_model.refresh(select="scratch")  # offline: random weights by default
+        self._update_start_note()
+
+    def _update_start_note(self) -> None:
+        base = self.base_model.value()
+        if base != "imagenet":
+            text, level = "", "info"
+        elif self.weights is None:
+            text, level = "Checking whether the ImageNet starting weights are here...", "info"
+        elif self.weights.usable:
+            text, level = ("" if self.weights.cached else self.weights.note()), "info"
+        else:
+            text, level = self.weights.note(), "warning"
+        if base == "scratch" and self.weights is not None and not self.weights.usable:
+            text, level = (
+                "Random weights: the ImageNet ones cannot be downloaded here (no internet?).",
+                "info",
+            )
+        self.start_note.setText(text)
+        self.start_note.setStyleSheet(LEVEL_COLOURS[level])
+        self.start_note.setVisible(bool(text))
 
     # ------------------------------------------------------------------ settings
     def check_shapes(self, *_: Any) -> bool:
@@ -229,8 +263,10 @@ class FinetuneWidget(QWidget):
                 "or make a new Labels layer on it."
             )
         self.shape_note.setText(text)
-        self.shape_note.setStyleSheet("" if ok else "color: #e06060;")
-        self.start_button.setEnabled(ok and not (self.job is not None and self.job.running))
+        self.shape_note.setStyleSheet(LEVEL_COLOURS["info" if ok else "error"])
+        running = self.job is not None and self.job.running
+        self.start_button.setEnabled(ok and not running)
+        self.first_model_button.setEnabled(ok and not running)
         return ok
 
     def _suggest_name(self, *_: Any) -> None:
@@ -250,24 +286,59 @@ class FinetuneWidget(QWidget):
         if math.isclose(self.lr.value(), self._preset_lr, rel_tol=1e-6):
             self.lr.setValue(preset_lr)
         self._preset_lr = preset_lr
-
-    def _browse_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder for the new model", self.folder_edit.text())
-        if folder:
-            self.folder_edit.setText(folder)
+        self._update_start_note()
 
     def showEvent(self, event: Any) -> None:
         self.hub_link.update()
-        self.base_model.refresh()
+        self._on_models_changed()
         super().showEvent(event)
+        self._settings_timer.start()
 
-    def train_config(self) -> TrainConfig:
-        """The core's fine-tuning preset with the dock's settings."""
+    def event(self, event: Any) -> bool:
+        # The dock was closed (napari takes the widget out of its dock): stop like Stop.
+        if event.type() == QEvent.ParentChange and self.parent() is None:
+            self.stop()
+            self.estimator.cancel()
+        return super().event(event)
+
+    def _settings_changed(self) -> None:
+        """Refresh the time estimate: at once from measured costs, else after a calibration."""
+        if (self.job is not None and self.job.running) or not self.isVisible():
+            return
+        image, labels = self.image_combo.layer(), self.labels_combo.layer()
+        if image is None or labels is None or not self.check_shapes():
+            self.estimator.cancel()
+            self.estimate_label.setText("")
+            return
+        try:
+            cfg = self.train_config(resolve=False)
+        except Exception as exc:  # a setting the core refuses: it names it
+            self.estimate_label.setText(str(exc))
+            return
+        key = (
+            id(image),
+            id(labels),
+            cfg.backbone,
+            cfg.patch_size,
+            cfg.batch_size,
+            cfg.device,
+            cfg.val_fraction,
+            cfg.label_mode,
+        )
+        self.estimator.schedule(
+            key,
+            lambda: (layer_data(image), labels.data, cfg, layer_axes(image), image.name),
+            cfg,
+        )
+
+    def train_config(self, resolve: bool = True) -> TrainConfig:
+        """The core's fine-tuning preset with the dock's settings. ``resolve=False`` does not
+        look up a registry model (the estimate only needs its encoder, taken from the list)."""
         base = self.base_model.value()
         start: dict[str, Any] = {"backbone": self.encoder.currentText()}
         if base in ("imagenet", "scratch"):
             start["init"] = base
-        elif base is not None:
+        elif base is not None and resolve:
             from napari_madgnet.registry import resolve_model
 
             entry = resolve_model(base)
@@ -314,11 +385,13 @@ class FinetuneWidget(QWidget):
             if not (is_user_error(exc) or isinstance(exc, ValueError)):
                 raise
             notify_error(f"Cannot start fine-tuning: {exc}")
-            self.status.setText(str(exc))
+            self.status.setText(str(exc), "error")
             return None
         self.plot.clear()
+        self.plot.setVisible(False)
         self.progress_bar.setValue(0)
         self._image_layer = image
+        self.estimator.start_run(cfg)
         self.job = Job(
             _finetune_job,
             layer_data(image),
@@ -327,6 +400,7 @@ class FinetuneWidget(QWidget):
             plan,
             layer_axes(image),
             image.name,
+            "resume" if self.keep_state.isChecked() else "none",
             description=f"Fine-tuning on {image.name}",
             on_progress=self._on_progress,
             on_done=self._on_done,
@@ -335,6 +409,7 @@ class FinetuneWidget(QWidget):
             on_finally=self._on_finally,
         )
         self.start_button.setEnabled(False)
+        self.first_model.setVisible(False)  # the suggestion is taken (it returns if no model results)
         self.stop_button.setEnabled(True)
         self.status.setText("Preparing the data and the network...")
         return self.job.start()
@@ -347,35 +422,40 @@ class FinetuneWidget(QWidget):
     def _on_progress(self, report: Any) -> None:
         d = report.details
         self.progress_bar.setValue(round(report.fraction * 1000))
+        self.estimator.update_run(report)
         if d.get("warning"):
             notify_warning(report.message)
         if "step" not in d:
-            self.status.setText(report.message)
+            self.status.setText(report.message)  # e.g. "step 40/400: validating..."
             return
         dice = d.get("val", {}).get("dice") if isinstance(d.get("val"), dict) else None
         self.plot.add(int(d["step"]), d.get("loss"), dice)
-        eta = d.get("eta_s")
+        if not self.plot.isVisible():
+            self.plot.setVisible(True)
         parts = [f"step {d['step']}/{d.get('total_steps', '?')}", f"loss {d.get('loss', float('nan')):.4f}"]
         if self.plot.dices:
             parts.append(f"val Dice {self.plot.dices[-1]:.3f}")
-        if eta is not None:
-            parts.append(f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
         self.status.setText(" · ".join(parts))
 
     def _on_error(self, exc: BaseException) -> None:
         message = describe_exception(exc)
-        self.status.setText(message)
+        self.status.setText(message, "error")
         notify_error(f"Fine-tuning failed: {message}")
 
     def _on_finally(self) -> None:
         self.stop_button.setEnabled(False)
+        self.estimator.end_run()
         self.check_shapes()
         self.plot.redraw()
+        self._on_models_changed()
 
     def _on_done(self, result: Any) -> None:
         self.last_outcome = result
         self.progress_bar.setValue(1000)
-        self.status.setText(describe_result(result))
+        below = result.baseline_dice is not None and any("simple threshold" in w for w in result.warnings)
+        self.status.setText(
+            summary_line(result, below), "warning" if below else "ok", describe_result(result)
+        )
         for warning in result.warnings:
             notify_warning(warning)
         if result.model_path is None:
@@ -394,10 +474,3 @@ class FinetuneWidget(QWidget):
         _, segment = window.add_plugin_dock_widget("napari-madgnet", "Segment")
         image = getattr(self, "_image_layer", None)
         return segment.run_with(model_ref, image if image in self.viewer.layers else None)
-
-
-def _group(title: str) -> tuple[QGroupBox, QFormLayout]:
-    box = QGroupBox(title)
-    form = QFormLayout(box)
-    form.setContentsMargins(6, 4, 6, 4)
-    return box, form

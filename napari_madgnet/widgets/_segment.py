@@ -14,20 +14,18 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
+    QMenu,
     QMessageBox,
     QPushButton,
     QSpinBox,
-    QVBoxLayout,
+    QToolButton,
     QWidget,
 )
 
@@ -46,10 +44,30 @@ from napari_madgnet.widgets._common import (
 )
 from napari_madgnet.widgets._layers import layer_axes, layer_data
 from napari_madgnet.widgets._models import ModelCache
+from napari_madgnet.widgets._models_panel import (
+    NoModelPanel,
+    add_file_job,
+    choose_model_file,
+    choose_release_folder,
+    import_job,
+)
 from napari_madgnet.widgets._scope import SCOPES, Region, compute_region, layer_position, visible_rect
-from napari_madgnet.widgets._worker import Job
+from napari_madgnet.widgets._ui import ScrollDock, Section, StatusLine
+from napari_madgnet.widgets._worker import Job, stop_with_owner
 
 FROM_MODEL = "from model"
+#: The geometry choices in words (the core's ``GEOMETRIES`` values as item data).
+GEOMETRY_CHOICES: tuple[tuple[str, str], ...] = tuple(
+    (
+        value,
+        {
+            "auto": "as the model was trained",
+            "resize": "whole image, resized",
+            "tiles": "tiles, full resolution",
+        }[value],
+    )
+    for value in GEOMETRIES
+)
 
 
 def _segment_job(token: Any, image: Any, model_ref: str, config: InferenceConfig, cache: ModelCache):
@@ -77,13 +95,16 @@ class LastRun:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(ScrollDock):
     """Segment the chosen image layer with a MADGNet model."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.job: Job | None = None
+        self.models_job: Job | None = None
+        self.choose_folder = choose_release_folder  # the pickers (tests put answers here)
+        self.choose_model_file = choose_model_file
         self.last: LastRun | None = None
         self.model_cache = ModelCache()
         self._post_generation = 0
@@ -105,91 +126,218 @@ class SegmentWidget(QWidget):
             signal.connect(self._debounce.start)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self._on_image_changed()
+        self._update_empty_state()
+        stop_with_owner(self, lambda: [self.job, self.models_job])
+        self._gone = False  # set when the widget is deleted: late results touch nothing then
+        self.destroyed.connect(lambda *_: setattr(self, "_gone", True))
+
+    def event(self, event: Any) -> bool:
+        # The dock was closed (napari takes the widget out of its dock): stop like Cancel.
+        if event.type() == QEvent.ParentChange and self.parent() is None:
+            self.cancel()
+        return super().event(event)
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        box, form = _group("Input")
+        layout = self._make_body()
+        self.no_model = NoModelPanel()
+        self.no_model.train_button.clicked.connect(self.open_first_model)
+        self.no_model.import_button.clicked.connect(self.import_released)
+        self.no_model.add_button.clicked.connect(self.add_model_file)
+        layout.addWidget(self.no_model)
+
+        box = Section("Input")
         self.image_combo = LayerCombo(self.viewer, (Image,))
-        self.axes_edit = QLineEdit()
-        self.axes_edit.setToolTip("Axes of the layer data, e.g. YX, YXC (RGB), ZYX, TZYX, CYX.")
-        self.channel = QSpinBox()
-        self.channel.setRange(-1, 64)
-        self.channel.setSpecialValueText("grey / RGB")
-        self.channel.setValue(-1)
         self.scope = QComboBox()
         self.scope.addItems(SCOPES)
-        form.addRow("Image", self.image_combo)
-        form.addRow("Axes", self.axes_edit)
-        form.addRow("Channel", self.channel)
-        form.addRow("Scope", self.scope)
+        box.add_row("Image", self.image_combo, "The image layer to segment.")
+        box.add_row(
+            "Scope",
+            self.scope,
+            "current slice: only the plane on screen; whole stack: every plane; part in view: only the "
+            "rectangle visible on the canvas (quick checks on big images).",
+        )
         layout.addWidget(box)
 
-        box, form = _group("Model")
+        box = Section("Model")
         self.model_combo = ModelCombo()
+        self.model_combo.setToolTip(
+            "The trained model to segment with: imported releases, models you fine-tuned, or a file "
+            "('Load from file...')."
+        )
+        self.add_models = QToolButton()
+        self.add_models.setText("+")
+        self.add_models.setToolTip("Import released models or add a model file")
+        self.add_models.setPopupMode(QToolButton.InstantPopup)
+        menu = QMenu(self.add_models)
+        menu.addAction("Import released models...", self.import_released)
+        menu.addAction("Add a model file...", self.add_model_file)
+        self.add_models.setMenu(menu)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_combo, 1)
+        model_row.addWidget(self.add_models)
         self.device = DeviceCombo()
-        form.addRow("Model", self.model_combo)
-        form.addRow("Device", self.device)
-        form.addRow(self.device.note)
+        box.add_row("Model", model_row)
+        box.add_row("Device", self.device)
+        box.add_row(None, self.device.note)
         layout.addWidget(box)
 
-        box, form = _group("Geometry")
-        self.geometry = QComboBox()
-        self.geometry.addItems(GEOMETRIES)
-        self.size = QSpinBox()
-        self.size.setRange(0, 4096)
-        self.size.setSingleStep(32)
-        self.size.setSpecialValueText("from model")
-        self.overlap = QDoubleSpinBox()
-        self.overlap.setRange(0.0, 0.9)
-        self.overlap.setSingleStep(0.05)
-        self.overlap.setValue(0.25)
-        self.normalization = QComboBox()
-        self.normalization.addItems([FROM_MODEL, *METHODS])
-        form.addRow("Geometry", self.geometry)
-        form.addRow("Size (px)", self.size)
-        form.addRow("Tile overlap", self.overlap)
-        form.addRow("Intensities", self.normalization)
-        layout.addWidget(box)
-
-        box, form = _group("Post-processing (instant, no re-run)")
+        box = Section("Clean-up (instant, the network is not re-run)")
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)
         self.threshold.setSingleStep(0.05)
         self.threshold.setValue(0.5)
         self.fill_holes = QCheckBox("fill holes")
         self.largest = QCheckBox("largest object only")
-        self.instances = QCheckBox("instance labels")
+        self.instances = QCheckBox("number each object (instance labels)")
         self.min_size = QSpinBox()
         self.min_size.setRange(0, 10_000_000)
         self.min_size.setSuffix(" px")
-        form.addRow("Threshold", self.threshold)
-        form.addRow("Minimum size", self.min_size)
-        form.addRow(self.fill_holes)
-        form.addRow(self.largest)
-        form.addRow(self.instances)
+        box.add_row(
+            "Threshold",
+            self.threshold,
+            "How sure the model must be that a pixel is object (0 to 1). Lower finds more and larger "
+            "objects; higher, fewer and smaller. Moving it re-labels at once.",
+        )
+        box.add_row("Smallest object", self.min_size, "Objects with fewer pixels than this are removed.")
+        box.add_row(None, self.fill_holes, "Fill holes inside objects.")
+        box.add_row(None, self.largest, "Keep only the largest object (one organ, one lesion).")
+        box.add_row(None, self.instances, "Give each separate object its own label number (1, 2, 3...).")
         layout.addWidget(box)
 
-        box, form = _group("Output")
+        box = Section("Output")
         self.new_layer = QCheckBox("new layer (keep earlier results)")
         self.probability = QCheckBox("probability layer")
-        form.addRow(self.new_layer)
-        form.addRow(self.probability)
+        box.add_row(None, self.new_layer, "Write the result to a new layer instead of updating the last one.")
+        box.add_row(None, self.probability, "Also add the model's per-pixel probabilities as an image layer.")
+        layout.addWidget(box)
+
+        box = Section("Advanced", foldable=True)
+        self.advanced = box
+        self.axes_edit = QLineEdit()
+        self.channel = QSpinBox()
+        self.channel.setRange(-1, 64)
+        self.channel.setSpecialValueText("all (grey or colour)")
+        self.channel.setValue(-1)
+        self.geometry = QComboBox()
+        for value, text in GEOMETRY_CHOICES:
+            self.geometry.addItem(text, value)
+        self.size = QSpinBox()
+        self.size.setRange(0, 4096)
+        self.size.setSingleStep(32)
+        self.size.setSpecialValueText("as trained")
+        self.overlap = QDoubleSpinBox()
+        self.overlap.setRange(0.0, 0.9)
+        self.overlap.setSingleStep(0.05)
+        self.overlap.setValue(0.25)
+        self.normalization = QComboBox()
+        self.normalization.addItem("as the model was trained", FROM_MODEL)
+        for method in METHODS:
+            self.normalization.addItem(method, method)
+        box.add_row(
+            "Axes",
+            self.axes_edit,
+            "What each dimension of the layer is: T time, Z depth, C channel, Y and X the plane "
+            "(e.g. YX, YXC for colour, ZYX for a stack). Filled in from the layer.",
+        )
+        box.add_row(
+            "Channel",
+            self.channel,
+            "For images with several channels: the one to segment (0 is the first). 'all' uses a grey "
+            "image as it is and a colour (RGB) image as colour.",
+        )
+        box.add_row(
+            "Image to network",
+            self.geometry,
+            "How the image reaches the network: as the model was trained (resized when the image is "
+            "about the model's size, tiles when larger), the whole image resized, or tiles at full "
+            "resolution (small objects in big images).",
+        )
+        box.add_row(
+            "Network input (px)",
+            self.size,
+            "Side of the resized image or of each tile, in pixels; 'as trained' uses the model's own.",
+        )
+        box.add_row("Tile overlap", self.overlap, "How much neighbouring tiles overlap (0.25 = a quarter).")
+        box.add_row(
+            "Intensity scaling",
+            self.normalization,
+            "How pixel values are brought to 0..1 before the network: as the model was trained (best), "
+            "or a method of your choice (percentile for microscopy, CT windows for CT in HU).",
+        )
         layout.addWidget(box)
 
         row = QHBoxLayout()
         self.run_button = QPushButton("Run")
+        self.run_button.setToolTip("Segment the image with the model")
         self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the run; nothing is written")
         self.cancel_button.setEnabled(False)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         row.addWidget(self.run_button)
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = StatusLine()
         layout.addWidget(self.status)
         layout.addStretch(1)
+        self.fit_width()
+
+    def _update_empty_state(self) -> None:
+        """The "No model yet" panel shows while the registry is empty."""
+        self.no_model.setVisible(self.model_combo.registered == 0)
+
+    # ------------------------------------------------------------------ getting models
+    def import_released(self) -> Job | None:
+        """ "Import released models...": pick the release folder, register its models (worker)."""
+        folder = self.choose_folder(self)
+        if not folder:
+            return None
+        return self._models_job(import_job, folder, f"Importing released models from {folder}")
+
+    def add_model_file(self) -> Job | None:
+        """ "Add a model file...": pick a checkpoint, list it by name (worker)."""
+        path = self.choose_model_file(self)
+        if not path:
+            return None
+        return self._models_job(add_file_job, path, f"Adding {path}")
+
+    def _models_job(self, func: Any, arg: str, description: str) -> Job | None:
+        if self.models_job is not None and self.models_job.running:
+            notify_info("Models are being added; wait a moment.")
+            return None
+        self.models_job = Job(
+            func,
+            arg,
+            description=description,
+            on_progress=lambda p: self.status.setText(p.message),
+            on_done=self._on_models_added,
+            on_error=lambda exc: self._show_error("Could not add the models", exc),
+        )
+        return self.models_job.start()
+
+    def _on_models_added(self, names: list[str]) -> None:
+        self.model_combo.refresh(select=names[0] if names else None)
+        self._update_empty_state()
+        self.hub_link.update().model_saved.emit(names[0] if names else "")
+        listed = ", ".join(names)
+        self.status.setText(
+            f"Added {len(names)} model(s): {listed}. Pick one under Model and press Run.", "ok"
+        )
+
+    def _show_error(self, what: str, exc: BaseException) -> None:
+        message = describe_exception(exc)
+        self.status.setText(message, "error")
+        notify_error(f"{what}: {message}")
+
+    def open_first_model(self) -> Any:
+        """Open the Fine-tune dock with the first-model settings on the current image."""
+        window = getattr(self.viewer, "window", None)
+        if window is None or not hasattr(window, "add_plugin_dock_widget"):
+            return None
+        _, finetune = window.add_plugin_dock_widget("napari-madgnet", "Fine-tune")
+        finetune.use_first_model()
+        return finetune
 
     # ------------------------------------------------------------------ settings
     def _on_image_changed(self, *_: Any) -> None:
@@ -198,10 +346,12 @@ class SegmentWidget(QWidget):
 
     def _on_model_saved(self, name: str) -> None:
         self.model_combo.refresh()
+        self._update_empty_state()
 
     def showEvent(self, event: Any) -> None:
         self.hub_link.update()
         self.model_combo.refresh()
+        self._update_empty_state()
         super().showEvent(event)
 
     def postprocess_config(self) -> PostprocessConfig:
@@ -215,12 +365,12 @@ class SegmentWidget(QWidget):
 
     def inference_config(self, axes: str) -> InferenceConfig:
         size = self.size.value() or None
-        norm = self.normalization.currentText()
+        norm = self.normalization.currentData()
         return InferenceConfig(
             axes=axes,
             channel=None if self.channel.value() < 0 else self.channel.value(),
             normalization=None if norm == FROM_MODEL else norm,
-            geometry=self.geometry.currentText(),
+            geometry=self.geometry.currentData(),
             input_size=size,
             tile_size=size,
             overlap=self.overlap.value(),
@@ -238,7 +388,7 @@ class SegmentWidget(QWidget):
             layer, axes, region, config, model_ref = self._prepare()
         except ValueError as exc:
             notify_error(str(exc))
-            self.status.setText(str(exc))
+            self.status.setText(str(exc), "error")
             return None
         data = layer_data(layer)
         image = data[region.key]
@@ -287,8 +437,8 @@ class SegmentWidget(QWidget):
         model_ref = self.model_combo.value()
         if model_ref is None:
             raise ValueError(
-                "No model chosen: import the released models (`madgnet models import-official DIR`), "
-                "fine-tune one with the Fine-tune widget, or pick 'Load from file...'."
+                "No model chosen: train a first model, import the released models or add a model file "
+                "(the buttons in this dock), or pick 'Load from file...'."
             )
         axes = self.axes_edit.text().strip().upper() or layer_axes(layer)
         data = layer_data(layer)
@@ -299,9 +449,7 @@ class SegmentWidget(QWidget):
         return layer, axes, region, self.inference_config(region.axes), model_ref
 
     def _on_error(self, exc: BaseException) -> None:
-        message = describe_exception(exc)
-        self.status.setText(message)
-        notify_error(f"Segmentation failed: {message}")
+        self._show_error("Segmentation failed", exc)
 
     def _on_finally(self) -> None:
         self.run_button.setEnabled(True)
@@ -315,14 +463,15 @@ class SegmentWidget(QWidget):
             metadata[GEOMETRY_KEY] = scan_geometry
         self.last = LastRun(result, image_name, region, place, metadata=metadata)
         if self._write_mask(np.asarray(result.mask), new=self.new_layer.isChecked()) is None:
-            self.status.setText("Not written: the edited labels were kept.")
+            self.status.setText("Not written: the edited labels were kept.", "warning")
             return
         if self.probability.isChecked():
             self._write_probability(np.asarray(result.probabilities))
         prov = result.provenance.get("resolved", {})
         self.status.setText(
             f"Done in {prov.get('seconds', '?')} s on {prov.get('device', '?')} "
-            f"({prov.get('geometry', '?')}). Move the threshold to re-label instantly."
+            f"({prov.get('geometry', '?')}). Move the threshold to re-label instantly.",
+            "ok",
         )
 
     # ------------------------------------------------------------------ outputs
@@ -412,27 +561,20 @@ class SegmentWidget(QWidget):
             self.last.result.repostprocess, config, _start_thread=False, _ignore_errors=True
         )
         worker.returned.connect(lambda result: self._on_repostprocessed(result, config, generation))
-        worker.errored.connect(self._on_error)
+        worker.errored.connect(lambda exc: None if self._gone else self._on_error(exc))
         self._post_worker = worker
         worker.start()
         return worker
 
     def _on_repostprocessed(self, result: Any, config: PostprocessConfig, generation: int) -> None:
-        if generation != self._post_generation or self.last is None:
-            return  # a newer setting is on its way
+        if self._gone or generation != self._post_generation or self.last is None:
+            return  # the window closed, or a newer setting is on its way
         self.last.result = result
         prov = self.last.metadata.get("madgnet_provenance", {})
         cfg = dict(prov.get("config", {}), postprocess=config.to_dict())
         self.last.metadata = {**self.last.metadata, "madgnet_provenance": {**prov, "config": cfg}}
         if self._write_mask(np.asarray(result.mask)) is not None:
             self.status.setText(f"Re-labelled at threshold {config.threshold:.2f} (network not re-run).")
-
-
-def _group(title: str) -> tuple[QGroupBox, QFormLayout]:
-    box = QGroupBox(title)
-    form = QFormLayout(box)
-    form.setContentsMargins(6, 4, 6, 4)
-    return box, form
 
 
 def _channel_of(axes: str, layer: Any) -> int | None:

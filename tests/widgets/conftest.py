@@ -36,6 +36,26 @@ def _own_models_folder(_isolated_user_folders: None, tmp_path: Path, monkeypatch
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _no_network_and_no_background_calibration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic docks: the ImageNet weights are not downloadable (a closed local port, as
+    offline), and the Fine-tune dock measures the time only once training runs, unless a test asks
+    for the calibration before Start (``auto_estimate``)."""
+    monkeypatch.setenv("MADGNET_ALLOW_INSECURE_MIRROR", "1")
+    monkeypatch.setenv("MADGNET_WEIGHTS_URL", "http://127.0.0.1:9/")
+    from napari_madgnet.widgets._finetune import FinetuneWidget
+
+    monkeypatch.setattr(FinetuneWidget, "estimate_delay_ms", None)
+
+
+@pytest.fixture
+def auto_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Fine-tune dock calibrates its time estimate shortly after the settings settle."""
+    from napari_madgnet.widgets._finetune import FinetuneWidget
+
+    monkeypatch.setattr(FinetuneWidget, "estimate_delay_ms", 100)
+
+
 @pytest.fixture
 def tiny_model(_own_models_folder: Path, _tiny_checkpoint: Path) -> str:
     """The registry name of the small model, copied into the test's models folder."""

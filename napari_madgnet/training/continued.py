@@ -153,7 +153,10 @@ def matching_optimizer_state(
     path = Path(previous_run)
     path = path / ckpt.LAST_STATE if path.is_dir() else path
     if not path.is_file():
-        return None, f"{path} does not exist: the optimiser starts fresh"
+        return None, (
+            f"{path} does not exist (the earlier run kept no training state; keep-run 'resume' keeps it): "
+            "the optimiser starts fresh"
+        )
     state = ckpt.load_state(path)
     if not _same_weights(state["model"], model.state_dict()):
         return None, (

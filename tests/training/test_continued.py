@@ -23,7 +23,7 @@ def test_continuing_restores_the_optimiser_state_and_leaves_the_model_alone(tmp_
     image, labels = blobs((96, 96), seed=1)
     # validation off: the run keeps its last model, whose state is in last_state.pt (saved once)
     cfg = tiny_cfg.replace(val_fraction=0.0, checkpoint_every=2)
-    first = finetune(image, labels, config=cfg, out=tmp_path / "m0.pt", register=False)
+    first = finetune(image, labels, config=cfg, out=tmp_path / "m0.pt", register=False, keep_run="resume")
     assert _adam_steps(first.out_dir) == 2
     before = {k: v.clone() for k, v in first.model.state_dict().items()}
 

@@ -162,7 +162,7 @@ def test_a_model_below_the_otsu_floor_is_called_out_and_the_run_folder_keeps_the
     text = describe_result(result)
     assert f"Otsu threshold scores {result.baseline_dice:.3f}" in text
     run = tmp_path / "m_run"
-    assert sorted(p.name for p in run.iterdir()) == ["train_log.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["run.json", "train_log.jsonl"]  # run.json: how it ended
     assert result.disk.removed_bytes > 0 and format_bytes(result.disk.model_bytes) in text
     assert "training state removed" in text and str(run) in text
 
@@ -186,6 +186,7 @@ def test_keep_run_resume_keeps_what_continuing_needs(tmp_path, tiny_cfg) -> None
     assert sorted(p.name for p in (tmp_path / "m_run").iterdir()) == [
         "best.pt",
         "last_state.pt",
+        "run.json",
         "train_log.jsonl",
     ]
     assert result.disk.removed_bytes == 0 and "continue the run" in describe_result(result)

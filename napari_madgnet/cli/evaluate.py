@@ -21,8 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "reported per image; their means skip the images where they are undefined (an empty "
         "prediction or mask) and count them. Objects matched by IoU go to per_object.csv.",
     )
-    p.add_argument("--model", required=True, help="registered model name or checkpoint file")
-    p.add_argument("--data", required=True, type=Path, help="folder with images/ and masks/")
+    p.add_argument("--model", required=True, help="registered model name or checkpoint file (required)")
+    p.add_argument("--data", required=True, type=Path, help="folder with images/ and masks/ (required)")
     p.add_argument(
         "--out",
         type=Path,

@@ -118,15 +118,9 @@ def run(
     if model_path.exists():
         model_path.unlink()  # the demo's own output from an earlier run
     shutil.rmtree(out / "run", ignore_errors=True)  # and its run folder
-    from tqdm import tqdm
+    from napari_madgnet.cli._common import tqdm_callback
 
-    bar = tqdm(total=100, desc="fine-tuning", unit="%", disable=quiet, leave=False)
-
-    def progress(p: object) -> None:
-        bar.n = int(p.fraction * 100)  # type: ignore[attr-defined]
-        bar.set_postfix_str(p.message)  # type: ignore[attr-defined]
-        bar.refresh()
-
+    progress, close_bar = tqdm_callback("fine-tuning", disable=quiet)  # counts steps, as `madgnet finetune`
     with torch.inference_mode(False):
         result = finetune(
             image[:half],
@@ -138,7 +132,7 @@ def run(
             register=False,  # the demo's model stays in its output folder
             image_name="nuclei top half",
         )
-    bar.close()
+    close_bar()
     val_dice = float(result.best.get("dice", float("nan")))
     return _score(out, result.model, cfg, image, labels, half, model_path, t0, c0, val_dice, trained=True)
 

@@ -13,35 +13,56 @@ from typing import Any
 from napari_madgnet.jobs import CancelToken, Progress
 
 
-def tqdm_callback(desc: str) -> tuple[Callable[[Progress], None], Callable[[], None]]:
-    """A callback that moves a tqdm bar over training steps, and a function that closes it.
+def tqdm_callback(
+    desc: str, *, unit: str = "step", disable: bool = False
+) -> tuple[Callable[[Progress], None], Callable[[], None]]:
+    """A callback that moves a tqdm bar over training steps (or other units), and a function that
+    closes it.
 
-    The bar counts optimiser steps ("step 12/400, 1.4 s/step, ETA") once the first step reports
-    its total; messages without a step (validating, notes) show as the bar's postfix, and
-    warnings are printed on their own line.
+    The bar counts ``details["step"]`` of ``details["total_steps"]`` ("step 12/400, 1.4 s/step,
+    ETA"); its postfix is the loss and validation Dice when the event has a loss, else the
+    event's message (validating, a file's score). Warnings are printed on their own line, also
+    when ``disable`` hides the bar. The bar appears with the first event, so a run refused
+    before its work (a name in use, a bad folder) prints only its error.
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=None, desc=desc, unit="step", leave=True, dynamic_ncols=True, file=sys.stderr)
+    bar = None
 
     def update(event: Progress) -> None:
+        nonlocal bar
         details = event.details
         if details.get("warning"):
-            bar.write(f"note: {event.message}", file=sys.stderr)
+            tqdm.write(f"note: {event.message}", file=sys.stderr)
             return
+        if bar is None:
+            bar = tqdm(
+                total=None,
+                desc=desc,
+                unit=unit,
+                leave=True,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                disable=disable,
+            )
         if "step" in details:
             total = details.get("total_steps")
             if total and bar.total != total:
                 bar.total = total
             bar.n = int(details["step"])
+        if "loss" in details:
             val = details.get("val", {}).get("dice") if isinstance(details.get("val"), dict) else None
-            post = f"loss {details.get('loss', float('nan')):.4f}"
+            post = f"loss {details['loss']:.4f}"
             bar.set_postfix_str(post + (f", val Dice {val:.3f}" if val is not None else ""), refresh=False)
         else:
             bar.set_postfix_str(event.message, refresh=False)
         bar.refresh()
 
-    return update, bar.close
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return update, close
 
 
 def user_errors(func: Callable[..., int]) -> Callable[..., int]:

@@ -70,7 +70,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="objects are connected components or label values (default: auto, components of binary "
         "masks and label values of instance masks)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace existing files in --out")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace existing files in --out (default: refuse)"
+    )
     p.set_defaults(func=run)
 
 

@@ -21,8 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "reported per image; their means skip the images where they are undefined (an empty "
         "prediction or mask) and count them. Objects matched by IoU go to per_object.csv.",
     )
-    p.add_argument("--model", required=True, help="registered model name or checkpoint file")
-    p.add_argument("--data", required=True, type=Path, help="folder with images/ and masks/")
+    p.add_argument("--model", required=True, help="registered model name or checkpoint file (required)")
+    p.add_argument("--data", required=True, type=Path, help="folder with images/ and masks/ (required)")
     p.add_argument(
         "--out",
         type=Path,
@@ -66,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
     find_pairs(args.data)  # bad folders and logs fail before the model is loaded
     if args.train_log is not None:
         read_train_log(args.train_log)
+    made = not Path(args.out).exists()
     check_writable(args.out)
     print(f"Writing the evaluation to {args.out}/", file=sys.stderr)
-    model = load_registered_model(args.model)
-    callback, close = tqdm_callback("evaluating")
+    callback, close = tqdm_callback("evaluating", unit="image")
     try:
+        model = load_registered_model(args.model)
         summary = evaluate_folder(
             model,
             args.data,
@@ -82,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
             unit=args.unit,
             nsd_tolerance=args.nsd_tolerance,
         )
+    except BaseException:
+        if made and Path(args.out).is_dir() and not any(Path(args.out).iterdir()):
+            Path(args.out).rmdir()  # a refused or failed run leaves no empty folder of its own behind
+        raise
     finally:
         close()
     print(json.dumps(summary, indent=2))

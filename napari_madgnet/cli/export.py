@@ -20,21 +20,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "in it. ONNX and bioimage.io need: pip install 'napari-madgnet[export]'.",
     )
     p.add_argument("model", metavar="MODEL", help="registered model name or checkpoint file")
-    p.add_argument("--format", "-f", required=True, choices=["onnx", "torchscript", "bioimageio"])
     p.add_argument(
-        "-o", "--out", required=True, type=Path, metavar="OUT", help="file (or package folder/.zip)"
+        "--format",
+        "-f",
+        required=True,
+        choices=["onnx", "torchscript", "bioimageio"],
+        help="onnx, torchscript or bioimageio (required)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17; onnx and bioimageio)")
+    p.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="file (or package folder/.zip) to write (required)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (default: refuse)")
+    p.add_argument(
+        "--opset", type=int, default=17, help="ONNX opset, >= 17; onnx and bioimageio (default: 17)"
+    )
     bio = p.add_argument_group("bioimage.io package")
-    bio.add_argument("--name", help="model name in rdf.yaml")
-    bio.add_argument("--author", action="append", default=[], help="author name (repeat for several)")
-    bio.add_argument("--license", default="CC-BY-4.0", help="SPDX licence id of the weights")
-    bio.add_argument("--data-citation", help="citation text of the training data")
-    bio.add_argument("--data-doi", help="DOI of the training data's citation")
-    bio.add_argument("--data-url", help="URL of the training data's citation")
+    bio.add_argument("--name", help="model name in rdf.yaml (default: MADGNet <model name>)")
     bio.add_argument(
-        "--test-size", type=int, default=128, help="side of the test input crop (multiple of 32)"
+        "--author",
+        action="append",
+        default=[],
+        help="author name, repeat for several (default: your login name)",
+    )
+    bio.add_argument(
+        "--license", default="CC-BY-4.0", help="SPDX licence id of the weights (default: CC-BY-4.0)"
+    )
+    bio.add_argument(
+        "--data-citation", help="citation text of the training data (default: the one the checkpoint records)"
+    )
+    bio.add_argument("--data-doi", help="DOI of the training data's citation (default: none)")
+    bio.add_argument("--data-url", help="URL of the training data's citation (default: none)")
+    bio.add_argument(
+        "--test-size",
+        type=int,
+        default=128,
+        help="side of the test input crop, a multiple of 32 (default: 128)",
     )
     p.set_defaults(func=run)
 

@@ -31,10 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     g = p.add_argument_group("data")
     g.add_argument(
-        "--image", type=Path, default=None, help="the image file (tif, png, jpg, npy, zarr...); required"
+        "--image",
+        type=Path,
+        default=None,
+        help="the image file: tif, png, jpg, npy, zarr... (required, except with --resume)",
     )
     g.add_argument(
-        "--labels", type=Path, default=None, help="its labels: same pixels, integer values; required"
+        "--labels",
+        type=Path,
+        default=None,
+        help="its labels: same pixels, integer values (required, except with --resume)",
     )
     g.add_argument(
         "--label-mode",
@@ -48,10 +54,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="axes of the image, e.g. YX, YXC, CYX, ZYX (default: the file's, else from the shapes)",
     )
-    g.add_argument("--channel", type=int, default=None, help="channel to train on in multichannel images")
+    g.add_argument(
+        "--channel",
+        type=int,
+        default=None,
+        help="channel to train on in multichannel images, 0-based (default: grey or RGB as it is)",
+    )
     g = p.add_argument_group("model")
     g.add_argument(
-        "--from", dest="from_model", default=None, help="registered model name or checkpoint to continue from"
+        "--from",
+        dest="from_model",
+        default=None,
+        help="registered model name or checkpoint to continue from (default: none, see --init)",
     )
     g.add_argument(
         "--init",
@@ -69,7 +83,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--name", default=None, help="registry name (default: --out's file name, or finetuned-DATE-TIME)"
     )
     g.add_argument(
-        "--no-register", action="store_true", help="do not list a model saved with --out in the models folder"
+        "--no-register",
+        action="store_true",
+        help="do not list a model saved with --out in the models folder (default: list it)",
     )
     g.add_argument("--config", type=Path, default=None, help="YAML recipe (default: the fine-tuning preset)")
     g.add_argument(
@@ -84,7 +100,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     length.add_argument(
         "--steps", type=int, default=None, help=f"optimiser steps (default: {preset.planned_steps()})"
     )
-    length.add_argument("--epochs", type=int, default=None, help="epochs of --validate-every steps each")
+    length.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs of --validate-every steps each, instead of --steps (default: none)",
+    )
     g.add_argument(
         "--validate-every",
         type=int,
@@ -110,7 +131,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="RUN_DIR",
         help="continue the run in RUN_DIR (the run folder a run names: <model>_run) from its last saved "
         "state, with its own settings; --image/--labels only if its files moved (same content), "
-        "--device to change the device",
+        "--device to change the device (default: a new run)",
     )
     g.add_argument(
         "--keep-run",
@@ -123,7 +144,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--estimate",
         action="store_true",
         help="only measure how long the run would take (a few training steps and one validation), "
-        "print it and exit",
+        "print it and exit (default: off, train)",
     )
     p.set_defaults(func=run)
 

@@ -13,7 +13,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("models", help="list and register models", description=__doc__)
     sub = p.add_subparsers(dest="models_command", metavar="ACTION")
     ls = sub.add_parser("list", help="list registered models")
-    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.add_argument("--json", action="store_true", help="machine-readable output (default: a table)")
     ls.set_defaults(func=_list)
     imp = sub.add_parser(
         "import-official",
@@ -25,19 +25,28 @@ def add_parser(subparsers: Any) -> None:
     imp.add_argument(
         "--convert",
         action="store_true",
-        help="write project-format copies (smaller, self-describing) instead of linking to the files",
+        help="write project-format copies (smaller, self-describing) instead of linking to the files "
+        "(default: link)",
     )
     imp.add_argument(
-        "--overwrite", action="store_true", help="replace models registered under the same names"
+        "--overwrite",
+        action="store_true",
+        help="replace models registered under the same names (default: refuse)",
     )
     imp.set_defaults(func=_import)
     add = sub.add_parser("add", help="register a checkpoint file")
     add.add_argument("path", type=Path)
     add.add_argument("--name", help="registry name (default: the file name)")
-    add.add_argument("--copy", action="store_true", help="copy the file into the models folder")
-    add.add_argument("--trained-on", help="data set it was trained on")
-    add.add_argument("--modality", help="imaging modality, e.g. 'nuclei microscopy'")
-    add.add_argument("--overwrite", action="store_true")
+    add.add_argument(
+        "--copy", action="store_true", help="copy the file into the models folder (default: link to it)"
+    )
+    add.add_argument("--trained-on", help="data set it was trained on (default: none)")
+    add.add_argument("--modality", help="imaging modality, e.g. 'nuclei microscopy' (default: none)")
+    add.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model registered under the same name (default: refuse)",
+    )
     add.set_defaults(func=_add)
     info = sub.add_parser("info", help="everything known about one model")
     info.add_argument("name")

@@ -447,8 +447,10 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, 
     def show(progress):
         if bar is not None:
             bar.set_postfix_str(f"{image_path.name}: {progress.message}"[:60], refresh=False)
-            if progress.details.get("warning"):
-                bar.write(f"warning: {progress.message}")
+        if progress.details.get("warning"):  # shown with --quiet too (it only hides the bar), naming the file
+            (bar.write if bar is not None else print)(
+                f"warning: {image_path.name}: {progress.message}", file=sys.stderr
+            )
 
     if image.format == "video":  # frames streamed in, masks and overlay streamed out
         from napari_madgnet.inference.video import segment_video

@@ -18,11 +18,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "(or SIGTERM) stops after the current step, keeps the best model so far and the resumable "
         "state (exit status 130); --resume continues.",
     )
-    p.add_argument("--config", required=True, type=Path, help="recipe YAML (TrainConfig fields)")
+    p.add_argument("--config", required=True, type=Path, help="recipe YAML (TrainConfig fields) (required)")
     p.add_argument("--out", type=Path, default=None, help="run folder (default: the recipe's out_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last_state.pt")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from OUT/last_state.pt (default: a new run)"
+    )
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: the recipe's)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke tests)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="stop after this many steps, for smoke tests (default: the recipe's)",
+    )
     p.add_argument("--model-out", type=Path, default=None, help="final model file (default: OUT/model.pt)")
     p.set_defaults(func=run)
 

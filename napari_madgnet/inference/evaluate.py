@@ -225,7 +225,8 @@ def evaluate_folder(
         object_rows.extend({"image": img_path.name, **o} for o in qc.per_object)
         cases.append((std["dice"], img_path.name, image, gt, prob))
         if callback:
-            callback(Progress((i + 1) / len(pairs), f"{img_path.name}: Dice {std['dice']:.3f}"))
+            done = {"step": i + 1, "total_steps": len(pairs)}
+            callback(Progress((i + 1) / len(pairs), f"{img_path.name}: Dice {std['dice']:.3f}", done))
     with atomic_path(out_dir / "per_image.csv", overwrite=True) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

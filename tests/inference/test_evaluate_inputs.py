@@ -114,3 +114,21 @@ def test_instance_ids_near_2_to_the_60_are_objects(tmp_path, no_model) -> None:
     assert summary["standard_metrics"]["dice"] == 1.0
     assert summary["objects"]["reference"] == 3 and summary["objects"]["matched"] == 3
     assert summary["warnings"] == []
+
+
+def test_the_cli_leaves_no_empty_output_folder_when_the_inputs_are_refused(
+    tmp_path, no_model, monkeypatch, capsys
+) -> None:
+    from napari_madgnet.cli import main
+
+    _probs, calls = no_model
+    monkeypatch.setattr("napari_madgnet.registry.load_registered_model", lambda name: object())
+    data = _folder(tmp_path, {"a.png": _square(), "b.png": _square()})
+    iio.imwrite(data / "masks" / "b.png", _square((40, 48)))
+    out = tmp_path / "report"
+    assert main(["evaluate", "--model", "m", "--data", str(data), "--out", str(out)]) == 2
+    assert "does not cover" in capsys.readouterr().err
+    assert calls == [] and not out.exists()
+    out.mkdir()  # a folder the user made is kept, empty or not
+    assert main(["evaluate", "--model", "m", "--data", str(data), "--out", str(out)]) == 2
+    assert out.is_dir()

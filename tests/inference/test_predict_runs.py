@@ -77,6 +77,17 @@ def test_the_log_lists_what_each_file_was_segmented_with(tmp_path, checkpoint) -
     assert record["provenance"]["resolved"]["device"] == "cpu"  # the full record is kept as well
 
 
+@pytest.mark.parametrize("quiet", [True, False])
+def test_warnings_name_their_file_and_quiet_only_hides_the_bar(tmp_path, checkpoint, capsys, quiet) -> None:
+    folder = tmp_path / "in"
+    _images(folder, 1)
+    tifffile.imwrite(folder / "blank.tif", np.full((40, 48), 7.0, np.float32))
+    args = ["predict", str(folder), "-m", str(checkpoint), "-o", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(args + (["-q"] if quiet else [])) == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: blank.tif: ") and "constant" in warnings[0]
+
+
 @pytest.mark.parametrize("case", ["a_file", "under_a_file", "not_writable"])
 def test_an_unusable_output_folder_is_refused_before_the_model_loads(
     tmp_path, checkpoint, capsys, monkeypatch, case

@@ -51,7 +51,7 @@ def test_finetune_refuses_a_model_of_another_encoder(tmp_path, capsys) -> None:
     assert "not integers" in capsys.readouterr().err
 
 
-def test_evaluate_writes_csv_json_and_figures(tmp_path) -> None:
+def test_evaluate_writes_csv_json_and_figures(tmp_path, capsys) -> None:
     import imageio.v3 as iio
 
     from napari_madgnet.model import MADGNet, save_model
@@ -93,6 +93,28 @@ def test_evaluate_writes_csv_json_and_figures(tmp_path) -> None:
     assert (out / "per_image.csv").read_text().count("\n") == 3
     for name in ("dice_histogram.png", "overlay_worst.png", "overlay_best.png", "loss_curves.png"):
         assert (out / name).stat().st_size > 1000
+    bar = capsys.readouterr().err.split("\r")[-1]  # the bar's last state counts images
+    assert "evaluating: 100%" in bar and "2/2" in bar and "image" in bar and "c1.png: Dice" in bar
+
+
+def test_progress_bar_counts_steps_appears_with_the_first_event_and_quiet_keeps_warnings(capsys) -> None:
+    from napari_madgnet.cli._common import tqdm_callback
+    from napari_madgnet.jobs import Progress
+
+    update, close = tqdm_callback("fine-tuning")
+    assert capsys.readouterr().err == ""  # a run refused before its first step shows no empty bar
+    update(Progress(0.3, "step 3/10", {"step": 3, "total_steps": 10, "loss": 0.5}))
+    update(Progress(0.3, "step 3/10: validating...", {"phase": "validating"}))
+    close()
+    err = capsys.readouterr().err
+    assert "3/10 [" in err and ("step/s" in err or "s/step" in err) and "loss 0.5000" in err
+    assert err.rstrip().endswith("step 3/10: validating...]")
+    assert "%/s" not in err and "?‰" not in err
+    update, close = tqdm_callback("fine-tuning", disable=True)
+    update(Progress(0.1, "step 1/10", {"step": 1, "total_steps": 10, "loss": 0.5}))
+    update(Progress(0.1, "labels without background", {"warning": True}))
+    close()
+    assert capsys.readouterr().err == "note: labels without background\n"
 
 
 def test_train_from_a_yaml_recipe_with_folders(tmp_path) -> None:

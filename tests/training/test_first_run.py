@@ -243,19 +243,38 @@ def test_first_model_preset_is_the_demos_and_the_clis() -> None:
     assert first_model_config(from_model="x").lr == TrainConfig.finetune(from_model="x").lr
 
 
-def test_predict_help_states_each_default_once(capsys) -> None:
+def _options(parser, command=()):
+    """(command words, option) for every option of every sub-command, sub-sub-commands too."""
     import argparse
 
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*command, name))
+        elif action.option_strings and action.dest not in ("help", "version"):
+            yield command, action
+
+
+def test_every_option_of_every_command_states_its_default_once(capsys) -> None:
     from napari_madgnet.cli import build_parser
 
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["predict"]
-    for action in sub._actions:
-        if action.option_strings and action.dest != "help":
-            assert (action.help or "").count("default:") + (action.help or "").count("(required)") == 1, (
-                action.dest
-            )
-    with pytest.raises(SystemExit):
-        main(["predict", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    assert "(default: None)" not in text and ") (default:" not in text
+    options = list(_options(build_parser()))
+    assert {c[0] for c, _ in options} >= {
+        "predict",
+        "finetune",
+        "train",
+        "evaluate",
+        "export",
+        "compare",
+        "models",
+    }
+    unclear = [
+        f"madgnet {' '.join(command)} {action.option_strings[-1]}: {action.help!r}"
+        for command, action in options
+        if (action.help or "").count("default:") + (action.help or "").count("(required") != 1
+    ]
+    assert not unclear, "\n".join(unclear)
+    for command in (["predict"], ["finetune"], ["export"], ["models", "add"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        assert "(default: None)" not in " ".join(capsys.readouterr().out.split()), command

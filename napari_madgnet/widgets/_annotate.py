@@ -81,13 +81,16 @@ class AnnotateNext(Section):
         self.shapes_layer: Any = None
         self.source_layer: Any = None  # the uncertainty layer the suggestions belong to
         self.last_result: Any = None
+        self.round_line = ""  # what the last round did, kept in front of the next messages
         self._axes = "YX"
         self._classes = 0  # 1 when the uncertainty layer has a class axis in front (several classes)
         self._resuggest = False
         self._listening: Any = None  # the Segment dock whose "segmented" signal is connected
         self._build()
         self.uncertainty_combo.currentIndexChanged.connect(self._update_model_note)
+        dock.base_model.currentIndexChanged.connect(self._update_model_note)
         self._pick_uncertainty()
+        self._update_model_note()
 
     # ------------------------------------------------------------------ building
     def _build(self) -> None:
@@ -249,7 +252,8 @@ class AnnotateNext(Section):
             segment.segmented.connect(self._after_segment)
             self._listening = segment
         self._resuggest = True
-        self.status.setText(f"Segmenting {image.name} with the uncertainty layer first...")
+        what = image.name if image is not None else "the image"
+        self.status.setText(f"{self.round_line}Segmenting {what} with the uncertainty layer...".lstrip())
         return segment.run_with(model_ref, image)
 
     def _after_segment(self, _result: Any) -> None:
@@ -287,10 +291,14 @@ class AnnotateNext(Section):
         self._update_model_note()
         if found:
             self.hint.setText("Click a row to go there, correct the labels there, tick it; then continue.")
-            self.status.setText(f"{len(found)} place(s) to check, most uncertain first.", "ok")
+            self.status.setText(
+                f"{self.round_line}{len(found)} place(s) to check, most uncertain first.", "ok"
+            )
         else:
             self.hint.setText("")
-            self.status.setText("Nothing left to suggest: every place was corrected.", "warning")
+            self.status.setText(
+                f"{self.round_line}Nothing left to suggest: every place was corrected.", "warning"
+            )
 
     def _write_shapes(self, found: list[Any], layer: Any) -> Any:
         """Rectangles in "<image> annotate next" on the uncertainty layer's grid, rank as text."""
@@ -430,7 +438,8 @@ class AnnotateNext(Section):
         name = result.model_name or str(result.model_path)
         self.round_model = CurrentModel(name, name, f"round {self.rounds} of 'Annotate next'")
         line = continued_line(result, base.name)
-        self.status.setText(line, "ok", line)
+        self.round_line = line + " "
+        self.status.setText(line, "ok")
         self.dock.status.setText(line, "ok")
         self.dock.hub_link.update().model_saved.emit(name)
         self.dock._suggest_name()

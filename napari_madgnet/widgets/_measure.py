@@ -67,12 +67,12 @@ class MeasureWidget(ScrollDock):
         self.unit = QLineEdit()
         self.unit.setPlaceholderText("px")
         box.add_row("Labels", self.labels_combo, "The objects to measure: each label value is one object.")
-        box.add_row(
-            None,
-            image_row,
-            "Also the mean, smallest and largest value of this image inside each object (same size as the "
-            "labels).",
-        )
+        for widget in (self.use_image, self.image_combo):
+            widget.setToolTip(
+                "Also the mean, smallest and largest value of this image inside each object (same size as "
+                "the labels)."
+            )
+        box.add_row(None, image_row)
         box.add_row(
             "Unit",
             self.unit,

@@ -198,3 +198,23 @@ def test_measure_with_an_image_of_another_size_is_a_clear_error(make_napari_view
     dock.measure()
     _wait(qtbot, dock)
     assert "shape" in errors[-1] and "Traceback" not in errors[-1]
+
+
+def test_the_new_docks_explain_every_control_and_scroll(make_napari_viewer, qtbot) -> None:
+    from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QPushButton, QSpinBox
+
+    viewer = make_napari_viewer()
+    docks = [_dock(viewer, "Quality check"), _dock(viewer, "Measure"), _dock(viewer, "Fine-tune")]
+    docks[2].annotate_next.set_expanded(True)
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    docks.append(segment)
+    for dock in docks:
+        assert dock.scroll.widgetResizable()
+        untipped = [
+            type(w).__name__ + ":" + (getattr(w, "text", lambda: "")() or "")
+            for w in dock.findChildren(
+                (QComboBox, QSpinBox, QDoubleSpinBox, QCheckBox, QPushButton, QLineEdit)
+            )
+            if not isinstance(w.parent(), (QSpinBox, QDoubleSpinBox, QComboBox)) and not w.toolTip()
+        ]
+        assert untipped == [], (type(dock).__name__, untipped)

@@ -1,6 +1,7 @@
 """Screenshots of the docks that show MADGNet's heads (docs/heads.md), at 1366 x 768.
 
-Opens napari (under Xvfb on a headless machine) with the nuclei sample and a trained model
+Opens napari (under Xvfb on a headless machine) with the top-left corner of the nuclei sample
+(``--crop`` px; the whole 512 x 512 takes minutes per run on a shared CPU) and a trained model
 (the demo's: ``python -m napari_madgnet.demo --out out/demo`` writes ``out/demo/nuclei_model.pt``),
 copied into a temporary models folder, then:
 
@@ -10,7 +11,8 @@ copied into a temporary models folder, then:
     docs/screenshots/heads-4-quality-check.png   Quality check dock: mask vs annotation, error layer
     docs/screenshots/heads-5-measure.png         Measure dock: per-object table, features on hover
 
-    xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_dock_screenshots.py --model out/demo/nuclei_model.pt
+    xvfb-run -a -s "-screen 0 1920x1080x24" \
+        python docs/make_dock_screenshots.py --model out/demo/nuclei_model.pt
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ def _save(viewer, app, out: Path, name: str) -> Path:
     _settle(app, 0.8)
     pixels = viewer.screenshot(canvas_only=False, flash=False)
     path = out / f"heads-{name}.png"
-    Image.fromarray(pixels[..., :3]).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    Image.fromarray(pixels[..., :3]).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(
+        path, optimize=True
+    )
     print(f"wrote {path} ({path.stat().st_size // 1000} KB, {pixels.shape[1]} x {pixels.shape[0]})")
     return path
 
@@ -51,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="a trained nuclei model (the demo's)")
     parser.add_argument("--steps", type=int, default=20, help="steps of the continued round (default 20)")
+    parser.add_argument(
+        "--crop", type=int, default=256, help="side of the sample's corner shown (default 256)"
+    )
     parser.add_argument("--out", default=str(HERE / "screenshots"))
     args = parser.parse_args(argv)
     models = Path(tempfile.mkdtemp(prefix="madgnet-screenshot-models-"))
@@ -68,10 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     viewer = napari.Viewer(show=True, title="napari-madgnet")
     app = QApplication.instance()
     viewer.window._qt_window.resize(*SIZE)
-    viewer.open_sample(PLUGIN, "nuclei_dsb2018")
-    annotation = viewer.layers["nuclei annotation"]
-    annotation.visible = False
-    image = viewer.layers["nuclei"]
+    from napari_madgnet.sample_data import load_nuclei
+
+    pixels, labels = load_nuclei()
+    image = viewer.add_image(pixels[: args.crop, : args.crop], name="nuclei")
+    annotation = viewer.add_labels(labels[: args.crop, : args.crop], name="nuclei annotation", visible=False)
 
     # 1. Segment with the uncertainty layer and watershed instances.
     seg_dock, segment = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     segment.instances.setChecked(True)
     segment.heads.instance_method.setCurrentIndex(segment.heads.instance_method.findData("watershed"))
     segment.heads.uncertainty.setChecked(True)
-    segment.heads.tta.setCurrentIndex(segment.heads.tta.findData(4))
+    segment.heads.tta.setCurrentIndex(segment.heads.tta.findData(2))
     segment.advanced.set_expanded(True)
     segment.run_with("nuclei-demo", image)
     _wait(app, lambda: not segment.job.running, 900, "the segmentation")

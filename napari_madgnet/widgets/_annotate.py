@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QHeaderView,
+    QLabel,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -34,11 +35,11 @@ from napari_madgnet.widgets import _layers
 from napari_madgnet.widgets._common import LayerCombo, describe_exception, notify_error, notify_info
 from napari_madgnet.widgets._continue import CurrentModel, continue_job, continued_line, model_of_layer
 from napari_madgnet.widgets._navigate import go_to, go_to_plane
-from napari_madgnet.widgets._ui import Section, StatusLine, note_label
+from napari_madgnet.widgets._ui import Section, StatusLine
 from napari_madgnet.widgets._worker import Job
 
 UNCERTAINTY_SUFFIX = " uncertainty"
-COLUMNS = ("corrected", "rank", "where", "score")
+COLUMNS = ("fixed", "#", "where", "score")
 
 
 def _suggest_job(token: Any, data: Any, axes: str, mode: str, size: int, count: int, exclude: list):
@@ -48,6 +49,13 @@ def _suggest_job(token: Any, data: Any, axes: str, mode: str, size: int, count: 
 
     yield Progress(0.0, "Ranking by uncertainty")
     return suggest_corrections(data, axes, mode=mode, region_size=size, count=count, exclude=exclude)
+
+
+def _wrapped() -> QLabel:
+    """A note that wraps onto more lines (a sentence the user has to read whole)."""
+    label = QLabel("")
+    label.setWordWrap(True)
+    return label
 
 
 def _spatial_axes(ndim: int) -> str:
@@ -132,13 +140,16 @@ class AnnotateNext(Section):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)  # the rest: no sideways scrolling
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.horizontalHeaderItem(0).setToolTip("Tick the places you corrected")
         self.table.setMaximumHeight(170)
         self.table.cellClicked.connect(lambda row, _col: self.go_to(row))
         self.table.setVisible(False)
         self.add_row(None, self.table)
-        self.hint = note_label("info")
+        self.hint = _wrapped()
         self.add_row(None, self.hint)
         self.steps = QSpinBox()
         self.steps.setRange(1, 100_000)
@@ -148,7 +159,7 @@ class AnnotateNext(Section):
             self.steps,
             "Training steps of one round (60 is what the active-learning benchmark used).",
         )
-        self.model_note = note_label("info")
+        self.model_note = _wrapped()
         self.add_row(None, self.model_note)
         self.continue_button = QPushButton("Continue from the current model")
         self.continue_button.setToolTip(

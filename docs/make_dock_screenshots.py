@@ -33,8 +33,11 @@ PLUGIN = "napari-madgnet"
 
 
 def _save(viewer, app, out: Path, name: str) -> Path:
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
     from PIL import Image
 
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()  # a notification would cover the canvas
     _settle(app, 0.8)
     pixels = viewer.screenshot(canvas_only=False, flash=False)
     path = out / f"heads-{name}.png"
@@ -47,7 +50,8 @@ def _save(viewer, app, out: Path, name: str) -> Path:
 
 def _only(viewer, keep: list) -> None:
     """Show only the docks in ``keep`` (the others are hidden, not closed)."""
-    for dock in viewer.window._dock_widgets.values():
+    for widget in viewer.window.dock_widgets.values():
+        dock = widget.parent()
         dock.setVisible(dock in keep)
 
 

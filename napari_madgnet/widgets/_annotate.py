@@ -429,6 +429,11 @@ class AnnotateNext(Section):
     def _on_progress(self, report: Any) -> None:
         if "optimizer_state" in report.details:
             self.status.setText(report.message)
+        if report.details.get("warning"):
+            # the round's own notes (e.g. "validation is off": continue_config turns it off on
+            # purpose) go to this section's status, not into a notification per round
+            self.status.setText(report.message, "info")
+            return
         self.dock._on_progress(report)
 
     def _on_train_error(self, exc: BaseException) -> None:

@@ -2,7 +2,9 @@
 
 Masks go to ``OUT/<stem>_mask.tif`` (or .png/.zarr); ``--save-probabilities`` adds
 ``OUT/<stem>_probabilities.tif``, ``--save-uncertainty`` ``OUT/<stem>_uncertainty.tif`` (the
-uncertainty map of ``inference.heads``; in a .zarr mask store it is an array beside the mask).
+uncertainty map of ``inference.heads``; in a .zarr mask store it is an array beside the mask),
+``--measure`` ``OUT/<stem>_measurements.csv`` (per-object size, equivalent diameter, centroid in the
+file's physical units and intensities; ``napari_madgnet.measure``, the Measure dock's table).
 Medical volumes (DICOM, NIfTI, NRRD, MetaImage; the ``medical`` extra) are segmented plane by plane
 along their slice axis and their masks written in the same family with the same geometry (NIfTI for
 NIfTI and DICOM, NRRD, MHA); videos (the ``video`` extra) give ``<stem>_mask.tif`` (a page per
@@ -94,6 +96,14 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="also write <stem>_uncertainty.tif: per-pixel entropy of the (TTA-averaged) probability, 0-1 "
         "(default: off)",
+    )
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="also write <stem>_measurements.csv: per object its area or volume, equivalent diameter and "
+        "centroid in the file's physical units (pixels without a spacing) and the image's mean/min/max "
+        "intensity; objects are connected pieces of a binary mask, label values with --instances; not for "
+        "videos (default: off)",
     )
     p.add_argument(
         "--config", type=Path, help="YAML file of InferenceConfig settings; flags override it (default: none)"
@@ -231,7 +241,12 @@ def default_format(path: Path) -> str:
 
 
 def plan_outputs(
-    files: list[Path], out: Path, fmt: str | None, probabilities: bool, uncertainty: bool = False
+    files: list[Path],
+    out: Path,
+    fmt: str | None,
+    probabilities: bool,
+    uncertainty: bool = False,
+    measure: bool = False,
 ) -> dict[Path, dict[str, Path]]:
     """Output paths per input; refuses name clashes and outputs that would replace an input.
 
@@ -255,6 +270,8 @@ def plan_outputs(
                 paths["probabilities"] = out / f"{stem}_probabilities.{extra_ext}"
             if uncertainty:
                 paths["uncertainty"] = out / f"{stem}_uncertainty.{extra_ext}"
+        if measure and not is_video_path(f):
+            paths["measurements"] = out / f"{stem}_measurements.csv"
         for p in paths.values():
             if p.resolve() in inputs:
                 raise ValueError(f"Output {p} would overwrite an input; choose another output folder (-o).")
@@ -503,6 +520,19 @@ def _predict_one(image_path, paths, model, config, overwrite, bar, series=None, 
             for p in written:  # no half set of outputs
                 p.unlink(missing_ok=True)
             raise
+    if "measurements" in paths:
+        from napari_madgnet.cli._measurements import write_measurements
+
+        labels = np.asarray(result.mask) if config.output_zarr else mask
+        try:
+            write_measurements(
+                paths["measurements"], labels, image, stored_axes or result.axes, overwrite=overwrite
+            )
+        except BaseException:
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
+        written.append(paths["measurements"])
     provenance = {**result.provenance, "input_axes": axes_info}
     return {
         "outputs": [str(p) for p in written],
@@ -528,7 +558,9 @@ def run(args: argparse.Namespace) -> int:
         files = find_images(
             args.inputs, recursive=args.recursive, exclude=output_exclusions(args.output), skipped=left_out
         )
-        plan = plan_outputs(files, args.output, args.format, args.save_probabilities, args.save_uncertainty)
+        plan = plan_outputs(
+            files, args.output, args.format, args.save_probabilities, args.save_uncertainty, args.measure
+        )
         mine = shard_files(files, rank, world)
         if not (args.overwrite or args.skip_existing):
             _refuse_existing(mine, plan)

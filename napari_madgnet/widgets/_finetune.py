@@ -28,6 +28,7 @@ from napari_madgnet.model import BACKBONES
 from napari_madgnet.paths import models_dir
 from napari_madgnet.training import AugmentConfig, TrainConfig
 from napari_madgnet.training.finetune import describe_result, plan_output
+from napari_madgnet.widgets._annotate import add_annotate_next
 from napari_madgnet.widgets._common import (
     HubLink,
     describe_exception,
@@ -123,6 +124,7 @@ class FinetuneWidget(FinetuneForm):
         self._start_chosen = False  # the user picked a start point: defaults no longer move it
         self._offered_first_model = False  # the first-model settings were filled in once
         self._build()
+        self.annotate_next = add_annotate_next(self)  # "Annotate next" and continuing (_annotate.py)
         self.encoder.addItems(BACKBONES)
         self.fit_width()
         self.estimator = TimeEstimator(self.estimate_label, self.estimate_delay_ms, self)
@@ -156,7 +158,9 @@ class FinetuneWidget(FinetuneForm):
             self.device.currentIndexChanged,
         ):
             signal.connect(self._settings_timer.start)
-        stop_with_owner(self, lambda: [self.job, self.weights_job, self.estimator.job])
+        stop_with_owner(
+            self, lambda: [self.job, self.weights_job, self.estimator.job, self.annotate_next.job]
+        )
         self.check_shapes()
         self._suggest_name()
         self._on_models_changed()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QEvent, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -52,6 +52,7 @@ from napari_madgnet.widgets._models_panel import (
     import_job,
 )
 from napari_madgnet.widgets._scope import SCOPES, Region, compute_region, layer_position, visible_rect
+from napari_madgnet.widgets._segment_heads import HeadControls, write_uncertainty
 from napari_madgnet.widgets._ui import ScrollDock, Section, StatusLine
 from napari_madgnet.widgets._worker import Job, stop_with_owner
 
@@ -98,6 +99,10 @@ class LastRun:
 class SegmentWidget(ScrollDock):
     """Segment the chosen image layer with a MADGNet model."""
 
+    #: Emitted with the result once a run's layers are written (the Fine-tune dock's
+    #: "Annotate next" waits for the uncertainty layer this way).
+    segmented = Signal(object)
+
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -122,6 +127,7 @@ class SegmentWidget(ScrollDock):
             self.min_size.valueChanged,
             self.largest.toggled,
             self.instances.toggled,
+            self.heads.instance_method.currentIndexChanged,
         ):
             signal.connect(self._debounce.start)
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
@@ -204,6 +210,7 @@ class SegmentWidget(ScrollDock):
         box.add_row(None, self.largest, "Keep only the largest object (one organ, one lesion).")
         box.add_row(None, self.instances, "Give each separate object its own label number (1, 2, 3...).")
         layout.addWidget(box)
+        clean_up = box
 
         box = Section("Output")
         self.new_layer = QCheckBox("new layer (keep earlier results)")
@@ -265,6 +272,7 @@ class SegmentWidget(ScrollDock):
             "How pixel values are brought to 0..1 before the network: as the model was trained (best), "
             "or a method of your choice (percentile for microscopy, CT windows for CT in HU).",
         )
+        self.heads = HeadControls(clean_up, box)
         layout.addWidget(box)
 
         row = QHBoxLayout()
@@ -360,7 +368,7 @@ class SegmentWidget(ScrollDock):
             fill_holes=self.fill_holes.isChecked(),
             min_size=self.min_size.value(),
             largest=self.largest.isChecked(),
-            instances=self.instances.isChecked(),
+            instances=self.heads.instances(self.instances.isChecked()),
         )
 
     def inference_config(self, axes: str) -> InferenceConfig:
@@ -376,6 +384,7 @@ class SegmentWidget(ScrollDock):
             overlap=self.overlap.value(),
             device=self.device.value(),
             postprocess=self.postprocess_config(),
+            **self.heads.inference_settings(),
         )
 
     # ------------------------------------------------------------------ running
@@ -467,12 +476,15 @@ class SegmentWidget(ScrollDock):
             return
         if self.probability.isChecked():
             self._write_probability(np.asarray(result.probabilities))
+        if result.uncertainty is not None:
+            write_uncertainty(self, np.asarray(result.uncertainty))
         prov = result.provenance.get("resolved", {})
         self.status.setText(
             f"Done in {prov.get('seconds', '?')} s on {prov.get('device', '?')} "
             f"({prov.get('geometry', '?')}). Move the threshold to re-label instantly.",
             "ok",
         )
+        self.segmented.emit(result)
 
     # ------------------------------------------------------------------ outputs
     def ask_overwrite(self, layer_name: str) -> str:

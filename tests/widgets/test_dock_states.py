@@ -159,7 +159,7 @@ def test_time_is_shown_before_start_then_measured_and_the_result_says_floor_and_
     assert any("not better than a simple threshold" in w for w in warnings)
     # kept on disk: the model and the log; the message says how much, where
     run = result.model_path.with_name("first_run")
-    assert sorted(p.name for p in run.iterdir()) == ["train_log.jsonl"]
+    assert sorted(p.name for p in run.iterdir()) == ["run.json", "train_log.jsonl"]  # how it ended, the log
     assert "On disk: the model, " in widget.status.text() and str(run) in widget.status.text()
 
     widget.keep_state.setChecked(True)  # "keep the training state to continue later"

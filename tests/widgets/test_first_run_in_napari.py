@@ -52,7 +52,9 @@ def test_the_sample_leads_to_a_first_model_and_a_segmentation(
 
     shown: list[str] = []
     real_set = finetune.status.setText
-    finetune.status.setText = lambda text, level="info": shown.append(text) or real_set(text, level)
+    finetune.status.setText = lambda text, level="info", details=None: shown.append(text) or real_set(
+        text, level, details
+    )
     finetune.first_model_button.click()
     assert finetune.job is not None
     wait_job(finetune, timeout=900_000)

@@ -16,6 +16,7 @@ from napari_madgnet.inference.heads import TTA_CHOICES, UNCERTAINTY_MEASURES
 from napari_madgnet.inference.instances import INSTANCE_METHODS
 from napari_madgnet.layout import check_axes
 from napari_madgnet.preprocess import RANGE_PER, Normalization
+from napari_madgnet.device import BACKENDS, PRECISIONS
 from napari_madgnet.settings import (
     DEVICE_NAME,
     build,
@@ -91,7 +92,11 @@ class InferenceConfig:
 
     Execution: ``device`` ("auto", "cpu", "cuda:1", "mps"), ``batch_size`` tiles or planes per
     forward pass (``None``: 8 on a GPU, 1 on the CPU, where one at a time with packed weights is
-    the fastest at every size measured), ``mixed_precision`` (CUDA only). ``output_zarr``: write
+    the fastest at every size measured). ``precision``: "auto" (bf16 autocast on CPUs with native
+    bf16, AVX512-BF16 or AMX, and on CUDA GPUs with bf16, fp16 on older GPUs; fp32 on other CPUs
+    and MPS; see ``device.resolve_precision``), "fp32" or "bf16". ``mixed_precision=False`` turns
+    "auto" into fp32. ``backend``: "torch", or "onnxruntime" (the model's ONNX export run by ONNX
+    Runtime on the CPU, fp32, map only; the ``export`` extra). ``output_zarr``: write
     probabilities and labels to this zarr store instead of memory, for stacks larger than RAM.
 
     Extra outputs (``inference.heads``): ``tta`` flip passes (1 = off; 2, 4 or 8 forward passes,
@@ -116,6 +121,8 @@ class InferenceConfig:
     batch_size: int | None = setting(None, ge=1)
     device: str = setting("auto", pattern=DEVICE_NAME, examples="auto, cpu, cuda, cuda:1, mps")
     mixed_precision: bool = True
+    precision: str = setting("auto", choices=PRECISIONS)
+    backend: str = setting("torch", choices=BACKENDS)
     output_zarr: str | None = None
     tta: int = 1
     uncertainty: bool | str = setting(False, choices=UNCERTAINTY_MEASURES)

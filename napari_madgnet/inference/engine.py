@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_madgnet.device import free_device_memory, resolve_device
+from napari_madgnet.device import cpu_summary, free_device_memory, resolve_device
 from napari_madgnet.errors import UserError
 from napari_madgnet.inference.config import DEFAULT_INPUT_SIZE, InferenceConfig, PostprocessConfig
 from napari_madgnet.inference.heads import (
@@ -331,6 +331,8 @@ def iter_segment(
         device,
         batch_size=config.batch_size,
         mixed_precision=config.mixed_precision,
+        precision=config.precision,
+        backend=config.backend,
         in_channels=prep.get("channels"),
         outputs=spec,
     )
@@ -374,6 +376,9 @@ def iter_segment(
             device=str(runner.device),
             requested_device=config.device,
             fell_back_to_cpu=runner.fell_back_to_cpu,
+            precision=runner.precision,
+            backend=runner.backend,
+            cpu=cpu_summary() if runner.device.type == "cpu" else None,
             input={"shape": list(layout.shape), "dtype": str(image.dtype), "axes": layout.axes},
             channels=layout.channels,
             instances=method,

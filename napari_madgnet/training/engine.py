@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from napari_madgnet.device import autocast, resolve_device
+from napari_madgnet.device import autocast, cpu_bf16_supported, resolve_device
 from napari_madgnet.errors import UserError
 from napari_madgnet.io import remove_stale_temp_files
 from napari_madgnet.jobs import Cancelled, CancelToken, Progress, run_to_end
@@ -498,13 +498,6 @@ def train(
 ) -> TrainResult:
     """Run ``iter_train`` to the end, passing each ``Progress`` to ``callback``."""
     return run_to_end(iter_train(cfg, data, **kwargs), callback)
-
-
-def cpu_bf16_supported() -> bool:
-    """True on CPUs whose bf16 matrix units make autocast pay (AVX512-BF16 or AMX)."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def _cpu_bf16(device: torch.device, cfg: TrainConfig) -> bool:

@@ -99,8 +99,8 @@ def packing_available(dtype: torch.dtype = torch.float32) -> bool:
         packed = ops._reorder_convolution_weight(w, [2, 2], [1, 1], [2, 2], 2, list(x.shape))
         with torch.no_grad():
             got = ops._convolution_pointwise(x, packed, b, [2, 2], [1, 1], [2, 2], 2, "relu", [], "")
-        tol = 1e-4 if dtype == torch.float32 else 5e-2  # bf16 keeps 8 bits of mantissa
-        return bool(torch.allclose(got.float(), want, rtol=tol, atol=tol))
+        tol = 1e-4 if dtype == torch.float32 else 1e-2  # bf16 keeps 8 bits of mantissa
+        return bool((got.float() - want).abs().max() <= tol * want.abs().max())
     except Exception:  # an older or newer torch without these operators: plain convolutions
         return False
 

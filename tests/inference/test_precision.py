@@ -72,7 +72,9 @@ def test_bf16_runs_the_packed_convolutions_in_bf16(madgnet, monkeypatch) -> None
         pytest.skip("oneDNN's packed bf16 convolution is not available in this PyTorch")
     seen: list[torch.dtype] = []
     original = PackedConv2d._fast_dtype
-    monkeypatch.setattr(PackedConv2d, "_fast_dtype", lambda self, x: seen.append(original(self, x)) or seen[-1])
+    monkeypatch.setattr(
+        PackedConv2d, "_fast_dtype", lambda self, x: seen.append(original(self, x)) or seen[-1]
+    )
     x = torch.rand(1, 3, 64, 64)
     bf16 = Runner(madgnet, CPU, precision="bf16")(x)
     assert seen and all(d == torch.bfloat16 for d in seen)
@@ -114,3 +116,20 @@ def test_bf16_masks_agree_with_fp32_on_a_trained_nuclei_model(trained_nuclei_mod
     print(f"Dice bf16 vs fp32 {agreement:.4f}; vs truth fp32 {dice(fp32.mask > 0, truth):.4f}, "
           f"bf16 {dice(bf16.mask > 0, truth):.4f}")
     assert agreement >= 0.995
+
+
+@pytest.mark.gpu
+def test_the_gpu_path_batches_tiles_in_mixed_precision_and_channels_last(madgnet) -> None:
+    """On CUDA the engine runs 8 tiles a batch, bf16 (or fp16) autocast and NHWC activations, and
+    its mask agrees with the CPU's fp32 mask."""
+    cuda = torch.device("cuda")
+    runner = Runner(madgnet, cuda)
+    assert runner.batch_size == 8 and runner.precision in ("bf16", "fp16") and runner.channels_last
+    conv = next(m for m in runner.net.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_cuda and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    image = rng_image((200, 180), np.uint8)
+    config = {"geometry": "tiles", "tile_size": 64}
+    gpu = segment(image, madgnet, InferenceConfig(device="cuda", **config))
+    cpu = segment(image, madgnet, InferenceConfig(device="cpu", precision="fp32", **config))
+    assert gpu.provenance["resolved"]["precision"] in ("bf16", "fp16")
+    assert dice(gpu.mask > 0, cpu.mask > 0) >= 0.98 or (not gpu.mask.any() and not cpu.mask.any())

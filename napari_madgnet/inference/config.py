@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_madgnet.device import BACKENDS, PRECISIONS
 from napari_madgnet.errors import ConfigError
 from napari_madgnet.inference.heads import TTA_CHOICES, UNCERTAINTY_MEASURES
 from napari_madgnet.inference.instances import INSTANCE_METHODS
 from napari_madgnet.layout import check_axes
 from napari_madgnet.preprocess import RANGE_PER, Normalization
-from napari_madgnet.device import BACKENDS, PRECISIONS
 from napari_madgnet.settings import (
     DEVICE_NAME,
     build,
@@ -32,6 +32,22 @@ GEOMETRIES: tuple[str, ...] = ("auto", "resize", "tiles")
 
 #: The released models were trained on images resized to 352 x 352.
 DEFAULT_INPUT_SIZE = 352
+
+#: A model trained on patches (its checkpoint names a ``tile_size``, no ``input_size``) is tiled
+#: at this many times its patch size by default: the largest tile whose Dice on the nuclei
+#: sample's held-out half stayed within 0.005 of the patch-size tile's (benchmarks/bench_tiles.py,
+#: docs/inference.md). Fewer, larger tiles: far fewer forward passes for the same pixels.
+PATCH_TILE_FACTOR = 1
+
+
+def default_tile_size(preprocessing: dict[str, Any] | None, input_size: int) -> int:
+    """The tile size when the config names none: ``PATCH_TILE_FACTOR`` x the patch size for a
+    patch-trained model, else the checkpoint's ``tile_size`` or ``input_size``."""
+    prep = preprocessing or {}
+    patch = prep.get("tile_size")
+    if patch and not prep.get("input_size"):
+        return int(patch) * PATCH_TILE_FACTOR
+    return int(patch or input_size)
 
 
 @dataclass

@@ -23,7 +23,12 @@ import torch
 
 from napari_madgnet.device import cpu_summary, free_device_memory, resolve_device
 from napari_madgnet.errors import UserError
-from napari_madgnet.inference.config import DEFAULT_INPUT_SIZE, InferenceConfig, PostprocessConfig
+from napari_madgnet.inference.config import (
+    DEFAULT_INPUT_SIZE,
+    InferenceConfig,
+    PostprocessConfig,
+    default_tile_size,
+)
 from napari_madgnet.inference.heads import (
     DISAGREEMENTS,
     OutputSpec,
@@ -310,7 +315,7 @@ def iter_segment(
     net = _load(model)
     prep = _model_preprocessing(net)
     input_size = int(config.input_size or prep.get("input_size") or DEFAULT_INPUT_SIZE)
-    tile_size = int(config.tile_size or prep.get("tile_size") or input_size)
+    tile_size = int(config.tile_size or default_tile_size(prep, input_size))
     norm, norm_source = resolve_normalization(config.normalization, prep, image.dtype)
 
     yield Progress(0.0, "Fitting the intensity range")

@@ -193,9 +193,10 @@ class Runner:
         self.precision = "fp32" if onnx else resolve_precision(
             self.requested_precision, self.device, self.mixed_precision
         )
-        # NHWC activations for GPU autocast (tensor cores); on the CPU the packed convolutions
-        # pick their own blocked layout, and NCHW input measured as fast as NHWC there.
-        self.channels_last = self.device.type == "cuda" and self.precision != "fp32"
+        # NHWC activations: for GPU autocast (tensor cores), and on the CPU, where oneDNN's
+        # convolutions and the elementwise ops between them run faster on NHWC (AMD Zen 4, bf16:
+        # 1.17x NCHW with packed weights; benchmarks/bench_model.py).
+        self.channels_last = self.device.type == "cpu" or self.precision != "fp32"
         self.net = prepared(
             self.model, self.device, channels_last=self.channels_last, backend=self.backend, cache=self.cache
         )

@@ -133,3 +133,19 @@ def test_the_gpu_path_batches_tiles_in_mixed_precision_and_channels_last(madgnet
     cpu = segment(image, madgnet, InferenceConfig(device="cpu", precision="fp32", **config))
     assert gpu.provenance["resolved"]["precision"] in ("bf16", "fp16")
     assert dice(gpu.mask > 0, cpu.mask > 0) >= 0.98 or (not gpu.mask.any() and not cpu.mask.any())
+
+
+def test_patch_trained_models_are_tiled_at_the_measured_multiple_of_their_patch(madgnet, monkeypatch) -> None:
+    from napari_madgnet.inference import config as config_mod
+    from napari_madgnet.inference.config import PATCH_TILE_FACTOR, default_tile_size
+
+    assert default_tile_size({"tile_size": 64}, 352) == 64 * PATCH_TILE_FACTOR
+    assert default_tile_size({"tile_size": 64, "input_size": 352}, 352) == 64  # trained resized
+    assert default_tile_size({}, 352) == 352
+    monkeypatch.setattr(config_mod, "PATCH_TILE_FACTOR", 2)
+    monkeypatch.setattr(madgnet, "checkpoint_info", {"preprocessing": {"tile_size": 32, "channels": 3}})
+    result = segment(rng_image((100, 90), np.uint8), madgnet, InferenceConfig(device="cpu"))
+    assert result.provenance["resolved"]["geometry"] == "tiles"
+    assert result.provenance["resolved"]["tile_size"] == 64
+    chosen = InferenceConfig(device="cpu", tile_size=32)  # the user's tile wins
+    assert segment(rng_image((100, 90), np.uint8), madgnet, chosen).provenance["resolved"]["tile_size"] == 32

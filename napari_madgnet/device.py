@@ -136,10 +136,10 @@ def resolve_precision(precision: str, device: torch.device, mixed_precision: boo
 
     ``auto``: bf16 autocast on CPUs with native bf16 (``cpu_bf16_supported``; on an AMD Zen 4
     measured 2.2x the released forward, 1.7-1.9x the fp32 engine, with the masks of a trained
-    nuclei model agreeing to Dice 0.9986, see docs/inference.md), fp32 on other CPUs and on MPS; on CUDA bf16 where the GPU has
-    it, else fp16. ``mixed_precision=False`` makes ``auto`` fp32 everywhere. ``bf16`` asks for it
-    explicitly (emulated, slow, on CPUs without native bf16). Raises ``UserError`` for bf16 on
-    MPS or on a CUDA GPU without bf16.
+    nuclei model agreeing to Dice 0.9986, see docs/inference.md), fp32 on other CPUs and on MPS;
+    on CUDA bf16 where the GPU has it, else fp16. ``mixed_precision=False`` makes ``auto`` fp32
+    everywhere. ``bf16`` asks for it explicitly (emulated, slow, on CPUs without native bf16).
+    Raises ``UserError`` for bf16 on MPS or on a CUDA GPU without bf16.
     """
     from napari_madgnet.errors import UserError
 

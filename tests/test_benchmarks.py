@@ -106,3 +106,21 @@ def test_heads_benchmarks_import_and_score_as_documented() -> None:
     assert np.isnan(heads_common.auroc(score, np.ones(4, bool)))  # no correct pixel: undefined
     top = heads_common.coverage(score, error, top=0.25)  # the single most uncertain pixel is an error
     assert top == {"error_coverage": 0.5, "error_rate_in_top": 1.0, "error_rate_overall": 0.5}
+
+
+def test_gpu_check_script_plans_every_step_under_one_folder(tmp_path) -> None:
+    """benchmarks/gpu_check.sh cannot run without a GPU; its dry run checks syntax and flow."""
+    import subprocess
+
+    script = BENCHMARKS / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    out = tmp_path / "gpu"
+    proc = subprocess.run(["bash", str(script), "--dry-run", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split("\t") for line in (out / "summary.tsv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["env", "pytest", "model", "inference"]
+    assert all(r[1] == "0" for r in rows)
+    commands = {r[0]: r[3] for r in rows}
+    assert "-m gpu" in commands["pytest"] and str(out) in commands["pytest"]
+    for k in ("model", "inference"):
+        assert "--device cuda" in commands[k] and f"--out {out}" in commands[k]

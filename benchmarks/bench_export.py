@@ -143,6 +143,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "onnxruntime": lambda: sessions["spin"].run(None, feed)[0],
         "onnxruntime (no spin)": lambda: sessions["no spin"].run(None, feed)[0],
     }
+    from napari_madgnet.device import precision_autocast, resolve_precision
+
+    cpu = torch.device("cpu")
+    precision = resolve_precision("auto", cpu)
+    if precision != "fp32":  # the engine's default here: compare ONNX Runtime with the best engine
+
+        def torch_engine_auto() -> np.ndarray:
+            with torch.inference_mode(), precision_autocast(cpu, precision):
+                return engine(x).float().numpy()
+
+        variants[f"torch engine ({precision}, the default here)"] = torch_engine_auto
     with torch.inference_mode():
         reference = model(x).numpy()
     differences = {k: float(np.abs(fn() - reference).max()) for k, fn in variants.items()}

@@ -7,7 +7,10 @@ Usage::
     python benchmarks/bench_model.py --device cpu --threads 2 --size 352
     python benchmarks/bench_model.py --device cpu --threads 1 --clock process  # busy machine
 
-Prints a table and writes ``benchmarks/results/bench_model_<device>.json``.
+Prints the CPU model and its bf16 flags, a table, the precision the engine picks on this CPU
+and its speed-up over the released forward, and writes
+``benchmarks/results/bench_model-<cpu slug>.json`` (one file per CPU model; GPU:
+``bench_model-cuda-<gpu>.json``).
 
 The "released-style" variant computes what the released code computes, the way it does
 (``MADGNet.set_reference_mode``: the channel attention loops over its 16 DCT filters and uses
@@ -41,11 +44,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from machine import describe, headline, load_now, result_path, write_result  # noqa: E402
 
 from napari_madgnet.model import MADGNet  # noqa: E402
 from napari_madgnet.model.optimize import fold_batchnorm, inference_copy  # noqa: E402
 
 RULE = ROOT / "tests" / "fixtures" / "official" / "weights_rule.py"
+ENGINE_FP32 = "inference_copy (folded BN + packed convolutions)"
+ENGINE_BF16 = "engine bf16: inference_copy under bf16 autocast (packed bf16 convolutions)"
+ENGINE_CUDA = "engine on CUDA: inference_copy, autocast (bf16/fp16) + channels_last"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -170,15 +177,37 @@ def forward_comparison(args: argparse.Namespace, device: str = "cpu") -> dict[st
         finally:
             model.set_reference_mode(False)
 
+    def bf16(net: torch.nn.Module, inp: torch.Tensor) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return net(inp)
+
+        return run
+
     variants: dict[str, Callable[[], torch.Tensor]] = {
         "released-style": released,
         "optimised": lambda: model(x),
         "optimised + folded BN": lambda: folded(x),
         "optimised + folded BN + channels_last": lambda: folded_cl(x_cl),
-        "inference_copy (folded BN + packed convolutions)": lambda: fast(x),
+        ENGINE_FP32: lambda: fast(x),
+        ENGINE_FP32 + " + channels_last input": lambda: fast(x_cl),
     }
+    if device == "cuda":  # what the engine runs on a GPU: autocast (bf16/fp16) + channels_last
+        from napari_madgnet.device import autocast
+
+        fast_cl = inference_copy(model).to(memory_format=torch.channels_last)
+
+        def gpu_engine() -> torch.Tensor:
+            with autocast(torch.device("cuda")):
+                return fast_cl(x_cl)
+
+        variants[ENGINE_CUDA] = gpu_engine
+    if device == "cpu":  # the engine's CPU precisions (bf16: emulated, slow, where not native)
+        variants[ENGINE_BF16] = bf16(fast, x)
+        variants[ENGINE_BF16 + " + channels_last input"] = bf16(fast, x_cl)
+        variants["bf16 autocast, folded BN + channels_last (unpacked)"] = bf16(folded_cl, x_cl)
     compile_seconds = None
-    if args.compile or device == "cuda":
+    if args.compile or (device == "cuda" and not getattr(args, "quick", False)):
         compiled = torch.compile(build_model(args.backbone).to(device), options={"freezing": True})
         start = time.perf_counter()
         with torch.inference_mode():
@@ -193,6 +222,13 @@ def forward_comparison(args: argparse.Namespace, device: str = "cpu") -> dict[st
         }
         timing = interleaved(variants, args.repeats, device)
     base = timing["released-style"]
+    from napari_madgnet.device import resolve_precision
+
+    choice = resolve_precision("auto", torch.device(device))
+    cl = " + channels_last input"  # the engine's CPU input layout (inference.runner)
+    engine = ENGINE_FP32 + cl if choice == "fp32" else ENGINE_BF16 + cl if device == "cpu" else ENGINE_CUDA
+    if device != "cpu" and choice == "fp32":
+        engine = ENGINE_FP32
     rows = {}
     for name, t in timing.items():
         rows[name] = {
@@ -203,7 +239,23 @@ def forward_comparison(args: argparse.Namespace, device: str = "cpu") -> dict[st
             "max_rel_error_vs_released_style": errors[name],
             "aten_ops_per_forward": ops[name],
         }
-    return {"input": list(x.shape), "variants": rows, "compile_seconds": compile_seconds}
+    packed_vs_unpacked = {  # both with channels_last input, as the engine runs on the CPU
+        "fp32": timing["optimised + folded BN + channels_last"]["median"]
+        / timing[ENGINE_FP32 + " + channels_last input"]["median"],
+    }
+    if ENGINE_BF16 in timing:
+        unpacked = timing["bf16 autocast, folded BN + channels_last (unpacked)"]["median"]
+        packed_vs_unpacked["bf16"] = unpacked / timing[ENGINE_BF16 + " + channels_last input"]["median"]
+    return {
+        "input": list(x.shape),
+        "variants": rows,
+        "compile_seconds": compile_seconds,
+        "engine_precision": choice,
+        "engine_variant": engine,
+        "engine_speedup_over_released_median": rows[engine]["speedup_median"],
+        "engine_speedup_over_released_min": rows[engine]["speedup_min"],
+        "packed_speedup_over_unpacked_median": packed_vs_unpacked,
+    }
 
 
 def memory_case(args: argparse.Namespace, case: str, device: str) -> dict[str, Any]:
@@ -324,8 +376,13 @@ def fmt(v: Any, spec: str = ".1f") -> str:
 
 
 def bench_device(args: argparse.Namespace, device: str) -> dict[str, Any]:
-    result: dict[str, Any] = {"device": device, "environment": environment(device, args.threads)}
+    result: dict[str, Any] = {
+        "device": device,
+        "environment": environment(device, args.threads),
+        "machine": describe(device),
+    }
     cases = ["forward_b1", "forward_b8", "train_b2"] + ([] if args.quick else ["train_b8"])
+    torch.set_num_threads(args.threads)
     result["forward_comparison"] = forward_comparison(args, device)
     rows = [
         [
@@ -340,11 +397,23 @@ def bench_device(args: argparse.Namespace, device: str) -> dict[str, Any]:
         for name, r in result["forward_comparison"]["variants"].items()
     ]
     clock = f"{args.threads} threads, {args.clock} clock" if device == "cpu" else "wall clock"
+    print(f"\n{headline(result['machine'])}")
     print_table(
         f"{device} forward, 1x3x{args.size}x{args.size}, {clock}",
         ["variant", "ms min", "ms median", "x (min)", "x (median)", "rel err", "aten ops"],
         rows,
     )
+    fc = result["forward_comparison"]
+    goal = 2.0 if result["machine"]["cpu"]["native_bf16"] else 1.3
+    print(
+        f"engine ({fc['engine_precision']}: {fc['engine_variant']}) vs released: "
+        f"{fc['engine_speedup_over_released_median']:.2f}x median, "
+        f"{fc['engine_speedup_over_released_min']:.2f}x min (goal on this CPU >= {goal}x); packed vs "
+        "unpacked convolutions: "
+        + ", ".join(f"{k} {v:.2f}x" for k, v in fc["packed_speedup_over_unpacked_median"].items())
+    )
+    if getattr(args, "forward_only", False):
+        return result
     if device == "cpu":
         variants = ["fp32"]
     else:
@@ -379,6 +448,7 @@ def bench_device(args: argparse.Namespace, device: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--forward-only", action="store_true", help="only the forward comparison")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--size", type=int, default=352)
     parser.add_argument("--repeats", type=int, default=None)
@@ -421,11 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         hidden = ("worker", "variant")
         result["args"] = {k: str(v) for k, v in vars(args).items() if k not in hidden}
         default = (args.threads, args.clock) == (2, "wall")
-        suffix = "" if default else f"_t{args.threads}_{args.clock}"
-        path = args.out / f"bench_model_{device}{suffix}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, path)
+        suffix = "" if default else f"t{args.threads}-{args.clock}"
+        path = args.out / result_path("bench_model", result["machine"], suffix).name
+        result["machine"]["load_average_after"] = load_now()
+        write_result(path, result)
         print(f"\nwrote {path}")
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -192,6 +191,13 @@ def main() -> None:
     batches = args.batches or batches
     steps, rounds = (2, 1) if args.quick else (args.steps, args.rounds)
     variants = _variants(device, args.ablation)
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from machine import describe, headline, result_path, write_result
+
+    machine = describe(str(device))
+    print(headline(machine))
     rows = []
     print(f"{'device':7}{'batch':>6}  {'loop':<22}{'img/s':>8}{'peak MB':>10}{'x plain':>9}  rounds")
     for batch in batches:
@@ -222,8 +228,9 @@ def main() -> None:
         rows.append(row)
     result = {
         "device": str(device),
+        "machine": machine,
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": machine["cpu"]["model"],
         "threads": args.threads,
         "size": args.size,
         "quick": args.quick,
@@ -236,13 +243,8 @@ def main() -> None:
         "note": "each loop in its own process, rounds interleaved; img/s = median over rounds of the "
         "median step; CPU peak = peak RSS, GPU peak = max_memory_allocated.",
     }
-    out = (
-        Path(__file__).parent
-        / "results"
-        / f"bench_training_{device.type}{'_quick' if args.quick else ''}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    suffix = f"{args.size}px" + ("-quick" if args.quick else "")
+    out = write_result(result_path("bench_training", machine, suffix), result)
     print(f"wrote {out}")
 
 

@@ -87,3 +87,36 @@ def models_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("MADGNET_MODELS_DIR", str(home))
     monkeypatch.setenv("MADGNET_CACHE_DIR", str(tmp_path / "cache"))
     return home
+
+
+#: Steps of the session's nuclei model: the demo's first-model preset, shortened so that it
+#: trains in about a minute or two on 2 cores (the demo's 400 steps take several minutes).
+TRAINED_NUCLEI_STEPS = 80
+
+
+@pytest.fixture(scope="session")
+def trained_nuclei_model(tmp_path_factory: pytest.TempPathFactory):
+    """A MADGNet fine-tuned on the top half of the bundled nuclei sample, as ``napari_madgnet.demo``
+    trains it (first-model preset: scratch, 64 px patches, batch 4) but for
+    ``TRAINED_NUCLEI_STEPS`` steps; returns ``(model, image, labels)`` with the held-out bottom
+    half being ``image[256:]``. Slow (a minute or two): only ``slow`` tests should use it."""
+    import torch
+
+    from napari_madgnet.demo import demo_config
+    from napari_madgnet.sample_data import load_nuclei
+    from napari_madgnet.training import finetune
+
+    image, labels = load_nuclei()
+    half = image.shape[0] // 2
+    root = tmp_path_factory.mktemp("trained-nuclei")
+    config = demo_config(max_steps=TRAINED_NUCLEI_STEPS, steps_per_epoch=TRAINED_NUCLEI_STEPS // 2)
+    with torch.inference_mode(False):
+        result = finetune(
+            image[:half],
+            labels[:half],
+            config=config,
+            out=root / "nuclei.pt",
+            work_dir=root / "run",
+            register=False,
+        )
+    return result.model, image, labels

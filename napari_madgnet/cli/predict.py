@@ -161,6 +161,17 @@ def add_parser(subparsers: Any) -> None:
         "--no-amp", action="store_true", help="no mixed precision on CUDA (default: mixed precision)"
     )
     g.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="auto: bf16 on CPUs with native bf16 (AVX512-BF16, AMX) and on GPUs, fp32 elsewhere "
+        "(default: auto)",
+    )
+    g.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        help="onnxruntime: the model's ONNX export in ONNX Runtime, CPU and fp32 only (default: torch)",
+    )
+    g.add_argument(
         "--tta",
         type=int,
         choices=(1, 2, 4, 8),
@@ -209,6 +220,8 @@ def build_config(args: argparse.Namespace) -> Any:
         "input_size": args.input_size,
         "batch_size": args.batch_size,
         "device": args.device,
+        "precision": args.precision,
+        "backend": args.backend,
         "tta": args.tta,
     }
     if args.save_uncertainty:
@@ -387,6 +400,8 @@ def file_record(result_provenance: dict[str, Any]) -> dict[str, Any]:
         "input_size": resolved.get("input_size"),
         "tile_size": resolved.get("tile_size"),
         "device": resolved.get("device"),
+        "precision": resolved.get("precision"),
+        "backend": resolved.get("backend"),
         "fell_back_to_cpu": resolved.get("fell_back_to_cpu"),
     }
 
@@ -583,7 +598,9 @@ def run(args: argparse.Namespace) -> int:
         from napari_madgnet.inference import fast_model
         from napari_madgnet.registry import load_registered_model
 
-        model = fast_model(load_registered_model(args.model))  # made once for all the files
+        model = load_registered_model(args.model)
+        if config.backend == "torch":
+            model = fast_model(model)  # made once for all the files (ONNX Runtime exports the plain model)
     except Exception as exc:
         print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
         return 2

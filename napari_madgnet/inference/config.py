@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_madgnet.device import BACKENDS, PRECISIONS
 from napari_madgnet.errors import ConfigError
 from napari_madgnet.inference.heads import TTA_CHOICES, UNCERTAINTY_MEASURES
 from napari_madgnet.inference.instances import INSTANCE_METHODS
@@ -31,6 +32,22 @@ GEOMETRIES: tuple[str, ...] = ("auto", "resize", "tiles")
 
 #: The released models were trained on images resized to 352 x 352.
 DEFAULT_INPUT_SIZE = 352
+
+#: A model trained on patches (its checkpoint names a ``tile_size``, no ``input_size``) is tiled
+#: at this many times its patch size by default: the largest tile whose Dice on the nuclei
+#: sample's held-out half stayed within 0.005 of the patch-size tile's (benchmarks/bench_tiles.py,
+#: docs/inference.md). Fewer, larger tiles: far fewer forward passes for the same pixels.
+PATCH_TILE_FACTOR = 1
+
+
+def default_tile_size(preprocessing: dict[str, Any] | None, input_size: int) -> int:
+    """The tile size when the config names none: ``PATCH_TILE_FACTOR`` x the patch size for a
+    patch-trained model, else the checkpoint's ``tile_size`` or ``input_size``."""
+    prep = preprocessing or {}
+    patch = prep.get("tile_size")
+    if patch and not prep.get("input_size"):
+        return int(patch) * PATCH_TILE_FACTOR
+    return int(patch or input_size)
 
 
 @dataclass
@@ -91,7 +108,11 @@ class InferenceConfig:
 
     Execution: ``device`` ("auto", "cpu", "cuda:1", "mps"), ``batch_size`` tiles or planes per
     forward pass (``None``: 8 on a GPU, 1 on the CPU, where one at a time with packed weights is
-    the fastest at every size measured), ``mixed_precision`` (CUDA only). ``output_zarr``: write
+    the fastest at every size measured). ``precision``: "auto" (bf16 autocast on CPUs with native
+    bf16, AVX512-BF16 or AMX, and on CUDA GPUs with bf16, fp16 on older GPUs; fp32 on other CPUs
+    and MPS; see ``device.resolve_precision``), "fp32" or "bf16". ``mixed_precision=False`` turns
+    "auto" into fp32. ``backend``: "torch", or "onnxruntime" (the model's ONNX export run by ONNX
+    Runtime on the CPU, fp32, map only; the ``export`` extra). ``output_zarr``: write
     probabilities and labels to this zarr store instead of memory, for stacks larger than RAM.
 
     Extra outputs (``inference.heads``): ``tta`` flip passes (1 = off; 2, 4 or 8 forward passes,
@@ -116,6 +137,8 @@ class InferenceConfig:
     batch_size: int | None = setting(None, ge=1)
     device: str = setting("auto", pattern=DEVICE_NAME, examples="auto, cpu, cuda, cuda:1, mps")
     mixed_precision: bool = True
+    precision: str = setting("auto", choices=PRECISIONS)
+    backend: str = setting("torch", choices=BACKENDS)
     output_zarr: str | None = None
     tta: int = 1
     uncertainty: bool | str = setting(False, choices=UNCERTAINTY_MEASURES)

@@ -21,9 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_madgnet.device import free_device_memory, resolve_device
+from napari_madgnet.device import cpu_summary, free_device_memory, resolve_device
 from napari_madgnet.errors import UserError
-from napari_madgnet.inference.config import DEFAULT_INPUT_SIZE, InferenceConfig, PostprocessConfig
+from napari_madgnet.inference.config import (
+    DEFAULT_INPUT_SIZE,
+    InferenceConfig,
+    PostprocessConfig,
+    default_tile_size,
+)
 from napari_madgnet.inference.heads import (
     DISAGREEMENTS,
     OutputSpec,
@@ -310,7 +315,7 @@ def iter_segment(
     net = _load(model)
     prep = _model_preprocessing(net)
     input_size = int(config.input_size or prep.get("input_size") or DEFAULT_INPUT_SIZE)
-    tile_size = int(config.tile_size or prep.get("tile_size") or input_size)
+    tile_size = int(config.tile_size or default_tile_size(prep, input_size))
     norm, norm_source = resolve_normalization(config.normalization, prep, image.dtype)
 
     yield Progress(0.0, "Fitting the intensity range")
@@ -331,6 +336,8 @@ def iter_segment(
         device,
         batch_size=config.batch_size,
         mixed_precision=config.mixed_precision,
+        precision=config.precision,
+        backend=config.backend,
         in_channels=prep.get("channels"),
         outputs=spec,
     )
@@ -374,6 +381,9 @@ def iter_segment(
             device=str(runner.device),
             requested_device=config.device,
             fell_back_to_cpu=runner.fell_back_to_cpu,
+            precision=runner.precision,
+            backend=runner.backend,
+            cpu=cpu_summary() if runner.device.type == "cpu" else None,
             input={"shape": list(layout.shape), "dtype": str(image.dtype), "axes": layout.axes},
             channels=layout.channels,
             instances=method,

@@ -84,20 +84,23 @@ def fold_batchnorm(model: MADGNet) -> MADGNet:
     return fused
 
 
-@lru_cache(maxsize=1)
-def packing_available() -> bool:
-    """Whether oneDNN's packed convolution runs here and matches ``F.conv2d`` (checked once)."""
+@lru_cache(maxsize=2)
+def packing_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether oneDNN's packed convolution runs here in ``dtype`` (float32 or bfloat16) and matches
+    ``F.conv2d`` (checked once per dtype)."""
     ops = getattr(torch.ops, "mkldnn", None)
     if not torch.backends.mkldnn.is_available() or ops is None:
         return False
     try:
         gen = torch.Generator().manual_seed(0)
         x, w, b = (torch.randn(*s, generator=gen) for s in ((1, 8, 12, 10), (16, 4, 3, 3), (16,)))
+        want = F.relu(F.conv2d(x, w, b, padding=2, dilation=2, groups=2))
+        x, w, b = x.to(dtype), w.to(dtype), b.to(dtype)
         packed = ops._reorder_convolution_weight(w, [2, 2], [1, 1], [2, 2], 2, list(x.shape))
         with torch.no_grad():
             got = ops._convolution_pointwise(x, packed, b, [2, 2], [1, 1], [2, 2], 2, "relu", [], "")
-            want = F.relu(F.conv2d(x, w, b, padding=2, dilation=2, groups=2))
-        return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-4))
+        tol = 1e-4 if dtype == torch.float32 else 1e-2  # bf16 keeps 8 bits of mantissa
+        return bool((got.float() - want).abs().max() <= tol * want.abs().max())
     except Exception:  # an older or newer torch without these operators: plain convolutions
         return False
 
@@ -105,16 +108,20 @@ def packing_available() -> bool:
 class PackedConv2d(nn.Conv2d):
     """A ``Conv2d`` (optionally + ReLU) whose weight oneDNN reorders once per input shape.
 
-    Inference only: when gradients are on, or the input is not a float32 CPU tensor, or packing
-    is unavailable, it runs as a plain ``Conv2d`` (+ ReLU). Same parameters and state dict; an
-    in-place change of the weight is noticed (its version counter) and repacked.
+    Inference only: when gradients are on, or the input is not a float32 (or, under CPU bf16
+    autocast, bfloat16) CPU tensor, or packing is unavailable, it runs as a plain ``Conv2d``
+    (+ ReLU). Under ``torch.autocast("cpu", torch.bfloat16)`` it runs in bf16 with a bf16 packed
+    weight, as autocast would run a convolution. Same parameters and state dict; an in-place
+    change of the weight is noticed (its version counter) and repacked; moving or casting the
+    module drops the packed weight, a ``.to()`` that changes nothing keeps it.
     """
 
     def __init__(self, *args: object, relu: bool = False, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.relu = relu
         self._packed: torch.Tensor | None = None
-        self._packed_for: tuple[int, ...] | None = None
+        self._packed_for: tuple[object, ...] | None = None
+        self._bias: torch.Tensor | None = None
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, relu: bool = False) -> PackedConv2d:
@@ -136,39 +143,66 @@ class PackedConv2d(nn.Conv2d):
         return packed
 
     def _apply(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self._packed, self._packed_for = None, None  # .to(device/dtype): pack again if needed
-        return super()._apply(fn, *args, **kwargs)
+        def where(t: torch.Tensor) -> tuple[object, ...]:
+            return (t.device, t.dtype, t.data_ptr())
 
-    def _fast(self, x: torch.Tensor) -> bool:
-        return (
+        before = where(self.weight)
+        out = super()._apply(fn, *args, **kwargs)
+        if where(self.weight) != before:
+            # moved or cast (.to(device/dtype)): pack again; a no-op .to() keeps the packed weight,
+            # so a runner that calls .to(device) per image does not repack 174 convolutions.
+            self._packed, self._packed_for, self._bias = None, None, None
+        return out
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(super().__getstate__())  # copy.deepcopy: oneDNN's opaque packed tensor stays behind
+        state.update(_packed=None, _packed_for=None, _bias=None)
+        return state
+
+    def _fast_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """The dtype the packed path runs in (float32, or bfloat16 under CPU bf16 autocast or for
+        bf16 input), or None for the plain convolution."""
+        if not (
             x.device.type == "cpu"
-            and x.dtype == torch.float32
             and x.dim() == 4
             and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
+            and self.weight.dtype == torch.float32
             and packing_available()
-        )
+        ):
+            return None
+        if x.dtype == torch.bfloat16 or (
+            x.dtype == torch.float32
+            and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        ):
+            return torch.bfloat16 if packing_available(torch.bfloat16) else None
+        return torch.float32 if x.dtype == torch.float32 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._fast(x):
+        dtype = self._fast_dtype(x)
+        if dtype is None:
             y = super().forward(x)
             return F.relu(y) if self.relu else y
-        shape = (*x.shape, self.weight._version)
-        if self._packed_for != shape:  # the blocked layout oneDNN picks depends on the input shape
+        # Under autocast this custom operator is not cast for us: cast as autocast would for a conv.
+        x = x.to(dtype)
+        key = (*x.shape, dtype, self.weight._version)
+        if self._packed_for != key:  # the blocked layout oneDNN picks depends on the input shape
             self._packed = torch.ops.mkldnn._reorder_convolution_weight(
-                self.weight.detach(),
+                self.weight.detach().to(dtype),
                 list(self.padding),
                 list(self.stride),
                 list(self.dilation),
                 self.groups,
                 list(x.shape),
             )
-            self._packed_for = shape
+            self._bias = None if self.bias is None else self.bias.detach().to(dtype)
+            self._packed_for = key
         return torch.ops.mkldnn._convolution_pointwise(
             x,
             self._packed,
-            self.bias,
+            self._bias,
             list(self.padding),
             list(self.stride),
             list(self.dilation),

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from napari_madgnet.device import autocast, resolve_device
+from napari_madgnet.device import autocast, cpu_bf16_supported, resolve_device
 from napari_madgnet.errors import UserError
 from napari_madgnet.io import remove_stale_temp_files
 from napari_madgnet.jobs import Cancelled, CancelToken, Progress, run_to_end
@@ -145,14 +145,17 @@ def validate(
     on resized images resized to that size. Pixels count as foreground at the deployment threshold
     (``PostprocessConfig().threshold``); Dice is ``metrics.dice`` on the annotated pixels.
     """
-    from napari_madgnet.inference.config import InferenceConfig
+    from napari_madgnet.inference.config import InferenceConfig, default_tile_size
     from napari_madgnet.inference.plane import predict_plane
     from napari_madgnet.inference.runner import Runner
     from napari_madgnet.metrics import dice
 
     deploy = InferenceConfig()
-    runner = Runner(unwrap(model), device, mixed_precision=cfg.amp)
+    # not cached: the weights change between validations (a cached copy would outlive them)
+    runner = Runner(unwrap(model), device, mixed_precision=cfg.amp, cache=False)
     geometry = "tiles" if cfg.sampling == "patch" else "resize"
+    # the tile predict uses for this model (a multiple of the patch; inference.config)
+    tile = default_tile_size({"tile_size": cfg.patch_size} if geometry == "tiles" else {}, cfg.patch_size)
     scores: list[float] = []
     per_class: list[list[float]] = []
     for it in items:
@@ -162,7 +165,7 @@ def validate(
             runner,
             geometry=geometry,
             input_size=cfg.patch_size,
-            tile_size=cfg.patch_size,
+            tile_size=tile,
             overlap=deploy.overlap,
             batch_size=runner.batch_size,
         ).numpy()
@@ -498,13 +501,6 @@ def train(
 ) -> TrainResult:
     """Run ``iter_train`` to the end, passing each ``Progress`` to ``callback``."""
     return run_to_end(iter_train(cfg, data, **kwargs), callback)
-
-
-def cpu_bf16_supported() -> bool:
-    """True on CPUs whose bf16 matrix units make autocast pay (AVX512-BF16 or AMX)."""
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def _cpu_bf16(device: torch.device, cfg: TrainConfig) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import dask.array as da
 import numpy as np
@@ -247,7 +248,9 @@ def test_oom_falls_back_to_cpu_with_a_warning(madgnet, monkeypatch):
     reports = []
     with pytest.warns(RuntimeWarning, match="continuing on the CPU"):
         res = segment(rng_image((2, 40, 48)), model, InferenceConfig(batch_size=2), progress=reports.append)
-    assert model.moved_to == ["meta", "cpu"]
+    # moved to the accelerator once; its weights are on the CPU already, so the fallback runs them
+    # there without another move (a no-op Module.to walks every tensor)
+    assert model.moved_to == ["meta"] and model.calls[-1] == ("cpu", 1)
     assert res.provenance["resolved"]["device"] == "cpu" and res.provenance["resolved"]["fell_back_to_cpu"]
     assert any(r.details.get("warning") and "CPU" in r.message for r in reports)
 
@@ -334,29 +337,73 @@ def test_tiles_at_a_chosen_scale_keep_the_input_shape(counting):
 
 
 def test_a_madgnet_runs_as_its_fast_copy_and_is_left_as_it_was(madgnet, monkeypatch):
-    """The engine runs the folded, packed copy (its numbers: tests/model/test_optimize.py); the
-    caller's model keeps its mode, device and weights, so a model being fine-tuned in napari is
-    not disturbed by segmenting with it."""
+    """The engine runs the folded, packed copy (its numbers: tests/model/test_optimize.py), made
+    once per model and kept beside it until the model's weights change; the caller's model keeps
+    its mode, device and weights, so a model being fine-tuned in napari is not disturbed."""
     from napari_madgnet.inference import runner as runner_mod
 
     made = []
     original = runner_mod.inference_copy
     monkeypatch.setattr(runner_mod, "inference_copy", lambda m: made.append(original(m)) or made[-1])
+    runner_mod._PREPARED.pop(madgnet, None)  # as if this model had just been loaded
     madgnet.train()
     before = {k: v.clone() for k, v in madgnet.state_dict().items()}
+    image = rng_image((40, 48), np.uint8)
     try:
-        res = segment(rng_image((40, 48), np.uint8), madgnet, InferenceConfig(device="cpu"))
+        res = segment(image, madgnet, InferenceConfig(device="cpu"))
         assert madgnet.training
+        again = segment(image, madgnet, InferenceConfig(device="cpu"))
     finally:
         madgnet.eval()
-    assert len(made) == 1 and not made[0].training
+    assert len(made) == 1 and not made[0].training  # the second call reused the copy
+    np.testing.assert_array_equal(again.mask, res.mask)
     assert all(torch.equal(v, madgnet.state_dict()[k]) for k, v in before.items())
     assert res.mask.shape == (40, 48) and res.provenance["resolved"]["device"] == "cpu"
-    # A caller that segments many images makes the copy once and passes it: no copy per image.
+    with torch.no_grad():  # an optimiser step changes the weights in place: a new copy
+        next(madgnet.parameters()).mul_(1.0)
+    segment(image, madgnet, InferenceConfig(device="cpu"))
+    assert len(made) == 2
+    # A caller may hold the copy itself (fast_model) and pass that: no copy per image either.
     fast = fast_model(madgnet)
-    assert fast is not madgnet and fast_model(fast) is fast and len(made) == 2
-    again = segment(rng_image((40, 48), np.uint8), fast, InferenceConfig(device="cpu"))
-    assert len(made) == 2 and again.provenance["model"] == res.provenance["model"]
+    assert fast is not madgnet and fast_model(fast) is fast and len(made) == 3
+    again = segment(image, fast, InferenceConfig(device="cpu"))
+    assert len(made) == 3 and again.provenance["model"] == res.provenance["model"]
+
+
+def test_the_prepared_copy_is_packed_once_and_dies_with_its_model():
+    """Per-call work the issue found (174 weight reorders per segment() call) is gone: a second
+    call reorders no weight, and the cache holds no model that the caller dropped."""
+    import gc
+
+    from napari_madgnet.inference import runner as runner_mod
+    from napari_madgnet.model import MADGNet
+
+    torch.manual_seed(0)
+    model = MADGNet(backbone="resnet50").eval()
+    image = rng_image((64, 64), np.uint8)
+    config = InferenceConfig(device="cpu", precision="fp32")
+    reorders = []
+    real = torch.ops.mkldnn
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def _reorder_convolution_weight(self, *args):
+            reorders.append(1)
+            return real._reorder_convolution_weight(*args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.ops, "mkldnn", Counting())
+        segment(image, model, config)  # makes and packs the copy
+        first = len(reorders)
+        segment(image, model, config)
+    assert first > 50 and len(reorders) == first  # the second call packs nothing
+    assert model in runner_mod._PREPARED
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
 
 
 def test_cpu_runs_one_tile_at_a_time_unless_told(madgnet):

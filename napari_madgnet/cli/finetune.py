@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if args.estimate:
         return _print_estimate(cfg, image, labels, axes, args)
     callback, close = tqdm_callback("fine-tuning")
-    callback = _with_estimate(callback, cfg)
+    callback = _with_split_note(_with_estimate(callback, cfg))
     token = CancelToken()
     try:
         with stop_on_signals(token, "fine-tuning"):
@@ -239,6 +239,7 @@ def _resume(args: argparse.Namespace) -> int:
             "(only --image, --labels and --device may be given, for moved files or another device)."
         )
     callback, close = tqdm_callback("fine-tuning")
+    callback = _with_split_note(callback)
     token = CancelToken()
     try:
         with stop_on_signals(token, "fine-tuning"):
@@ -289,6 +290,19 @@ def _print_estimate(cfg, image, labels, axes, args: argparse.Namespace) -> int:
     data = data_from_arrays(image, labels, cfg, axes=axes, channel=args.channel, name=args.image.name)
     print(f"estimated time: {estimate_run(cfg, data).describe()}")
     return 0
+
+
+def _with_split_note(callback):
+    """The progress callback, plus a printed line saying which annotated planes of a sparse stack
+    are held out for validation (``training.data.hold_out_planes``; 0-based plane numbers)."""
+    from tqdm import tqdm
+
+    def update(event):
+        if "heldout_planes" in event.details:
+            tqdm.write(f"validation: {event.message}", file=sys.stderr)
+        callback(event)
+
+    return update
 
 
 def _with_estimate(callback, cfg):

@@ -30,7 +30,7 @@ from napari_madgnet.training import checkpoint as ckpt
 from napari_madgnet.training.config import TrainConfig
 from napari_madgnet.training.data import DataError, Item, check_labels, split_items
 from napari_madgnet.training.engine import TrainData, TrainResult, check_writable, iter_train
-from napari_madgnet.training.finetune import data_from_arrays, plan_output, register_output
+from napari_madgnet.training.finetune import data_from_arrays, data_progress, plan_output, register_output
 from napari_madgnet.training.targets import labels_to_masks
 
 
@@ -220,8 +220,7 @@ def iter_continue_finetune(
             f"The labels have {data.num_classes} class(es) but the model predicts {model.num_classes}; "
             "start a new fine-tuning run (Fine-tune from this model) to change the classes."
         )
-    if data.note:
-        yield Progress(0.0, data.note, {"warning": True, "note": data.note})
+    yield from data_progress(data)
     optimizer_state, how = matching_optimizer_state(model, previous_run)
     restored = optimizer_state is not None
     yield Progress(0.0, f"Continuing from the current model: {how}", {"optimizer_state": restored})

@@ -34,13 +34,20 @@ class DataError(UserError):
 
 @dataclass
 class Item:
-    """One annotated 2-D plane: image (C, H, W) in [0, 1], target and valid masks (K, H, W)."""
+    """One annotated 2-D plane: image (C, H, W) in [0, 1], target and valid masks (K, H, W).
+
+    ``plane``: for a plane of a stack or time series, its 0-based index along ``plane_axes`` (the
+    stack axes, e.g. "Z" or "TZ", as napari's sliders number them); None for a 2-D image, a file
+    or a region.
+    """
 
     image: np.ndarray
     target: np.ndarray
     valid: np.ndarray
     name: str = ""
     _fg: np.ndarray | None = field(default=None, repr=False)
+    plane: tuple[int, ...] | None = None
+    plane_axes: str = ""
 
     def load(self) -> Item:
         return self
@@ -268,8 +275,18 @@ def items_from_arrays(
     for i, index in planes:
         target, valid = labels_to_masks(lab[index], label_mode, k)
         plane = np.moveaxis(ranges.read(image, index), -1, 0)
-        suffix = f"[{i}]" if layout.n_planes > 1 else ""
-        items.append(Item(np.ascontiguousarray(plane), target, valid, name=f"{name}{suffix}"))
+        stack = layout.n_planes > 1
+        suffix = f"[{i}]" if stack else ""
+        items.append(
+            Item(
+                np.ascontiguousarray(plane),
+                target,
+                valid,
+                name=f"{name}{suffix}",
+                plane=tuple(int(v) for v in index) if stack else None,
+                plane_axes=layout.stack_axes if stack else "",
+            )
+        )
     if check:
         notes.extend(ranges.notes)
     return items, k
@@ -320,13 +337,70 @@ def items_from_folders(
 MIN_SIDE = 32
 
 
+#: From this many annotated planes of one stack on, validation holds out whole planes, spread over
+#: the stack (``hold_out_planes``); fewer keep the general rule of ``split_items``.
+MIN_PLANES_TO_HOLD_OUT = 3
+
+
 @dataclass
 class Split:
-    """Training and validation items, and a sentence for the user when the split is not the usual."""
+    """Training and validation items, and a sentence for the user when the split is not the usual.
+
+    ``heldout``: the names of the stack planes held out for validation (``plane_name``: 0-based,
+    as napari's sliders show them), when validation holds out whole annotated planes of a stack.
+    """
 
     train: list[AnyItem]
     val: list[AnyItem]
     note: str = ""
+    heldout: list[str] = field(default_factory=list)
+
+
+def plane_name(item: AnyItem) -> str:
+    """"Z 18", or "T 2, Z 18" for a plane of a time series of stacks; the item's name when it is
+    no stack plane. Indices are 0-based, as napari's sliders show them."""
+    plane = getattr(item, "plane", None)
+    if plane is None:
+        return item.name
+    return ", ".join(f"{a} {i}" for a, i in zip(item.plane_axes, plane, strict=True))
+
+
+def plane_names_text(names: Sequence[str]) -> str:
+    """Plane names (``plane_name``) as one phrase: "Z 6, 12 and 24" when they share one stack
+    axis, else "T 0, Z 6; T 1, Z 6"."""
+    heads = {n.split(" ", 1)[0] for n in names}
+    single = len(heads) == 1 and all("," not in n and " " in n for n in names)
+    if not single:
+        return "; ".join(names)
+    numbers = [n.split(" ", 1)[1] for n in names]
+    listed = numbers[0] if len(numbers) == 1 else f"{', '.join(numbers[:-1])} and {numbers[-1]}"
+    return f"{next(iter(heads))} {listed}"
+
+
+def hold_out_planes(items: Sequence[Item], val_fraction: float) -> Split:
+    """Validation on whole annotated planes of a stack, none of whose pixels train.
+
+    ``items``: at least ``MIN_PLANES_TO_HOLD_OUT`` stack planes (``Item.plane`` set). A
+    ``val_fraction`` of them (at least 1, and at most all but 2, so 1 of 3 to 7 planes with the
+    default 0.2, 2 of 8 to 12) validate, chosen evenly spread over the annotated planes in stack
+    order and away from its ends (1 of 4 annotated planes: the third; 2 of 8: the third and the
+    seventh), so the validation planes lie between training planes as the unannotated planes do,
+    and a user can tell in advance which ones they are. ``note`` names them (0-based).
+    """
+    order = sorted(range(len(items)), key=lambda i: items[i].plane or ())
+    n = len(order)
+    n_val = min(n - 2, max(1, round(n * val_fraction)))
+    picked = sorted({order[int((j + 0.5) * n / n_val)] for j in range(n_val)})
+    val = [items[i] for i in picked]
+    train = [items[i] for i in order if i not in picked]
+    held = [plane_name(it) for it in val]
+    note = (
+        f"Validation holds out {n_val} of the {n} annotated planes: {plane_names_text(held)} (0-based, as "
+        f"napari's slider shows them). No training patch comes from {'it' if n_val == 1 else 'them'}, "
+        f"so the validation Dice says how the model does on planes it did not see; it trains on "
+        f"{plane_names_text([plane_name(it) for it in train])}."
+    )
+    return Split(train, val, note, held)
 
 
 def split_items(
@@ -334,16 +408,22 @@ def split_items(
 ) -> Split:
     """Training and validation items, the same for the same seed; the one check of patch sizes.
 
-    Several items: a seeded ``val_fraction`` of them (at least one) validates. One 2-D item: its
-    last rows or columns (along the longer side; ``val_fraction`` of it, at least ``MIN_SIDE`` px)
-    validate and the rest trains, so no pixel is in both. When the item is too small to leave
-    ``MIN_SIDE`` px on each side, or ``val_fraction`` is 0, everything trains and nothing validates
-    (``note`` says so; the last model is then the result). Raises ``DataError`` when
-    ``patch_size`` is larger than every training item, naming the largest patch that fits.
+    At least ``MIN_PLANES_TO_HOLD_OUT`` annotated planes of a stack: whole planes validate,
+    spread over the stack (``hold_out_planes``; ``note`` and ``heldout`` name them). Other sets
+    of several items (files, regions, 2 planes): a seeded ``val_fraction`` of them (at least one)
+    validates. One 2-D item: its last rows or columns (along the longer side; ``val_fraction`` of
+    it, at least ``MIN_SIDE`` px) validate and the rest trains, so no pixel is in both. When the
+    item is too small to leave ``MIN_SIDE`` px on each side, or ``val_fraction`` is 0, everything
+    trains and nothing validates (``note`` says so; the last model is then the result). Raises
+    ``DataError`` when ``patch_size`` is larger than every training item, naming the largest
+    patch that fits.
     """
     items = list(items)
+    planes = [it for it in items if isinstance(it, Item) and it.plane is not None]
     if val_fraction <= 0:
         split = Split(items, [], "Validation is off (validation share 0): the last model is kept.")
+    elif len(items) >= MIN_PLANES_TO_HOLD_OUT and len(planes) == len(items):
+        split = hold_out_planes(planes, val_fraction)
     elif len(items) >= 2:
         n_val = min(len(items) - 1, max(1, round(len(items) * val_fraction)))
         order = np.random.default_rng(seed).permutation(len(items))

@@ -60,6 +60,10 @@ class TrainData:
     channels: int
     description: str = ""
     note: str = ""  # what the user should know about the split (e.g. no validation part)
+    #: the stack planes held out for validation (``data.plane_name``, 0-based), when whole
+    #: annotated planes validate (``data.hold_out_planes``), and the sentence that says so
+    heldout: list[str] = field(default_factory=list)
+    heldout_note: str = ""
 
 
 @dataclass
@@ -84,6 +88,12 @@ class TrainResult:
     #: optimiser state was used ("restored") or not ("fresh", with the reason)
     continued: dict[str, Any] | None = None
     baseline_dice: float | None = None  # an Otsu threshold's Dice on the validation part
+    #: a sparse stack's run (validation on whole held-out annotated planes): the planes
+    #: (``data.plane_name``, 0-based), the model's validation Dice on them (that of the kept model)
+    #: and the Otsu floor's on the same planes (``baseline_dice``); else [] and None
+    heldout_planes: list[str] = field(default_factory=list)
+    heldout_dice: float | None = None
+    heldout_threshold_dice: float | None = None
     disk: Any = None  # training.disk.DiskUse: what the run kept where (fine-tuning only)
 
     @property
@@ -209,6 +219,7 @@ def _model_metadata(cfg: TrainConfig, data: TrainData, history: list[dict], best
             "recipe": cfg.to_dict(),
             "steps": history[-1]["step"] if history else 0,
             "validation": best,
+            "validated_on": data.heldout or None,  # held-out stack planes (0-based), if any
             "started_from": cfg.from_model or cfg.init,
             "package_version": __version__,
         },

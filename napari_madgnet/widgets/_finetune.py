@@ -27,7 +27,8 @@ from qtpy.QtWidgets import QWidget
 from napari_madgnet.model import BACKBONES
 from napari_madgnet.paths import models_dir
 from napari_madgnet.training import AugmentConfig, TrainConfig
-from napari_madgnet.training.finetune import describe_result, plan_output
+from napari_madgnet.training.data import plane_names_text
+from napari_madgnet.training.finetune import describe_result, heldout_report, plan_output
 from napari_madgnet.widgets._annotate import add_annotate_next
 from napari_madgnet.widgets._common import (
     HubLink,
@@ -93,6 +94,9 @@ def summary_line(result: Any, below_baseline: bool) -> str:
     dice = result.best.get("dice")
     if dice is None:
         return f"{how}: {name} saved (nothing was validated)."
+    if result.heldout_planes:  # a sparse stack: the numbers on the planes it did not train on
+        advice = ": train longer or annotate more" if below_baseline else ""
+        return f"{how}: {name} saved. {heldout_report(result)}{advice}."
     if below_baseline:
         return (
             f"{how}: {name} is not better than a threshold (Dice {dice:.3f}, Otsu "
@@ -121,6 +125,7 @@ class FinetuneWidget(FinetuneForm):
         self.weights_job: Job | None = None
         self.weights: Any = None  # encoder_weights.EncoderWeights, once checked
         self.last_outcome: Any = None  # the last TrainResult
+        self.heldout: list[str] = []  # the stack planes the running job validates on
         self._start_chosen = False  # the user picked a start point: defaults no longer move it
         self._offered_first_model = False  # the first-model settings were filled in once
         self._build()
@@ -394,6 +399,7 @@ class FinetuneWidget(FinetuneForm):
         self.plot.clear()
         self.plot.setVisible(False)
         self.progress_bar.setValue(0)
+        self.heldout = []
         self._image_layer = image
         self.estimator.start_run(cfg)
         self.job = Job(
@@ -429,6 +435,8 @@ class FinetuneWidget(FinetuneForm):
         self.estimator.update_run(report)
         if d.get("warning"):
             notify_warning(report.message)
+        if "heldout_planes" in d:
+            self.heldout = list(d["heldout_planes"])
         if "step" not in d:
             self.status.setText(report.message)  # e.g. "step 40/400: validating..."
             return
@@ -438,7 +446,8 @@ class FinetuneWidget(FinetuneForm):
             self.plot.setVisible(True)
         parts = [f"step {d['step']}/{d.get('total_steps', '?')}", f"loss {d.get('loss', float('nan')):.4f}"]
         if self.plot.dices:
-            parts.append(f"val Dice {self.plot.dices[-1]:.3f}")
+            on = f" on held-out {plane_names_text(self.heldout)}" if self.heldout else ""
+            parts.append(f"val Dice {self.plot.dices[-1]:.3f}{on}")
         self.status.setText(" · ".join(parts))
 
     def _on_error(self, exc: BaseException) -> None:

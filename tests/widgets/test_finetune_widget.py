@@ -102,6 +102,44 @@ def test_sparse_stack_trains_then_segments_with_the_new_model(
     assert errors == []
 
 
+def test_sparse_stack_dock_says_which_planes_validate_and_reports_both_numbers(
+    make_napari_viewer, wait_job, errors
+) -> None:
+    """3 annotated planes of 4: the middle annotated one (Z 1) validates, the dock says so while
+    training and reports "Dice on held-out planes (Z 1): X, a threshold gets Y" at the end."""
+    from napari_madgnet.sample_data import load_nuclei
+
+    image, labels = load_nuclei()
+    tiles = [(0, 0), (64, 0), (128, 0), (192, 0)]
+    stack = np.stack([image[y : y + 64, x : x + 64] for y, x in tiles])
+    sparse = np.stack([labels[y : y + 64, x : x + 64] for y, x in tiles])
+    sparse[2] = 0  # Z 2 is not annotated
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="stack")
+    viewer.add_labels(sparse, name="sparse")
+    # 2 steps: the last step's report can arrive after the job ended (then the result speaks)
+    widget = _finetune(viewer, length=2, validate_every=1)
+    widget.base_model.refresh(select="scratch")
+    widget.encoder.setCurrentText("resnet50")
+    widget.segment_after.setChecked(False)
+    shown: list[str] = []
+    job = widget.start()
+    assert job is not None
+    job.worker.yielded.connect(lambda _p: shown.append(widget.status.text()))
+    wait_job(widget, timeout=300_000)  # two steps and two validations; generous for a busy machine
+    assert errors == []
+    assert any("holds out 1 of the 3 annotated planes: Z 1 (0-based" in t for t in shown)
+    assert any("val Dice" in t and "on held-out Z 1" in t for t in shown)
+    outcome = widget.last_outcome
+    assert widget.heldout == ["Z 1"] and outcome.heldout_planes == ["Z 1"]
+    report = (
+        f"Dice on held-out planes (Z 1): {outcome.heldout_dice:.3f}, "
+        f"a threshold gets {outcome.heldout_threshold_dice:.3f}"
+    )
+    assert report in widget.status.label.text()  # the status line itself
+    assert report in widget.status.text()  # and its details (describe_result)
+
+
 def test_learning_rate_follows_the_start_point_until_the_user_sets_one(
     make_napari_viewer, tiny_model
 ) -> None:

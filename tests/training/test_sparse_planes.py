@@ -48,6 +48,7 @@ def test_fewer_than_three_planes_and_2d_images_keep_the_usual_split(tiny_cfg) ->
     image, labels = sparse_stack(4, [0, 2])
     data = data_from_arrays(image, labels, tiny_cfg)
     assert len(data.val) == 1 and len(data.train) == 1 and data.heldout == [] and data.heldout_note == ""
+    assert "Only 2 planes are annotated" in data.note and "Annotate 4 or more planes" in data.note
     image2d, labels2d = blobs((128, 96))
     data = data_from_arrays(image2d, labels2d, tiny_cfg)  # rows of the one plane
     assert data.heldout == [] and data.val[0].plane is None

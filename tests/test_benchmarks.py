@@ -124,3 +124,14 @@ def test_gpu_check_script_plans_every_step_under_one_folder(tmp_path) -> None:
     assert "-m gpu" in commands["pytest"] and str(out) in commands["pytest"]
     for k in ("model", "inference"):
         assert "--device cuda" in commands[k] and f"--out {out}" in commands[k]
+
+
+def test_sparse_planes_benchmark_trial_runs(tmp_path) -> None:
+    """Issue 18's benchmark: a 6-plane stack, 3 annotated, 2 steps; the row holds both floors."""
+    import bench_sparse_planes
+
+    (trial,) = bench_sparse_planes.trial_set("smoke")
+    row = bench_sparse_planes.run_trial(trial, 0, planes=6, side=64, work=tmp_path)
+    assert row["annotated_planes"] == [1, 2, 4] and row["heldout_planes"] == ["Z 2"]
+    assert 0 <= row["dice_unannotated"] <= 1 and 0 < row["otsu_plane"] <= 1 and 0 < row["otsu_fixed"] <= 1
+    assert row["margin"] == row["dice_unannotated"] - max(row["otsu_plane"], row["otsu_fixed"])

@@ -126,6 +126,7 @@ def test_gpu_check_script_plans_every_step_under_one_folder(tmp_path) -> None:
         assert "--device cuda" in commands[k] and f"--out {out}" in commands[k]
 
 
+@pytest.mark.slow  # trains resnest50 for 2 steps and segments 6 planes: about 30 s on 2 quiet cores
 def test_sparse_planes_benchmark_trial_runs(tmp_path) -> None:
     """Issue 18's benchmark: a 6-plane stack, 3 annotated, 2 steps; the row holds both floors."""
     import bench_sparse_planes

@@ -134,7 +134,9 @@ def cpu_info() -> dict[str, Any]:
 def resolve_precision(precision: str, device: torch.device, mixed_precision: bool = True) -> str:
     """The precision a forward pass runs in: "fp32", "bf16" or "fp16".
 
-    ``auto``: bf16 autocast on CPUs with native bf16 (``cpu_bf16_supported``; on an AMD Zen 4
+    ``auto``: the ``MADGNET_PRECISION`` environment variable when set (``fp32`` or ``bf16``: one
+    choice for every run on a machine, e.g. results that do not depend on the CPU model; the test
+    suite sets ``fp32``), else bf16 autocast on CPUs with native bf16 (``cpu_bf16_supported``; on an AMD Zen 4
     measured 2.2x the released forward, 1.7-1.9x the fp32 engine, with the masks of a trained
     nuclei model agreeing to Dice 0.9986, see docs/inference.md), fp32 on other CPUs and on MPS;
     on CUDA bf16 where the GPU has it, else fp16. ``mixed_precision=False`` makes ``auto`` fp32
@@ -145,6 +147,14 @@ def resolve_precision(precision: str, device: torch.device, mixed_precision: boo
 
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    if precision == "auto" and os.environ.get("MADGNET_PRECISION", "auto").strip().lower() != "auto":
+        chosen = os.environ["MADGNET_PRECISION"].strip().lower()
+        if chosen not in PRECISIONS:
+            raise UserError(
+                f"MADGNET_PRECISION must be one of {', '.join(PRECISIONS)}; got {chosen!r}. "
+                "Unset it to let each run choose."
+            )
+        return resolve_precision(chosen, device, mixed_precision)
     if precision == "fp32":
         return "fp32"
     if precision == "bf16":

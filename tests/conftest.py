@@ -32,6 +32,9 @@ def _isolated_user_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch
     root = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("MADGNET_MODELS_DIR", str(root / "user-models"))
     monkeypatch.setenv("MADGNET_CACHE_DIR", str(root / "user-cache"))
+    # Numbers that do not depend on the CPU CI draws: "auto" runs fp32 in the tests (bf16 on CPUs
+    # with native bf16 otherwise). tests/inference/test_precision.py tests "auto" itself and bf16.
+    monkeypatch.setenv("MADGNET_PRECISION", "fp32")
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -21,6 +21,13 @@ from napari_madgnet.metrics import dice
 CPU = torch.device("cpu")
 
 
+
+@pytest.fixture(autouse=True)
+def _product_precision(monkeypatch) -> None:
+    """These tests are about what "auto" chooses: no machine-wide override."""
+    monkeypatch.delenv("MADGNET_PRECISION", raising=False)
+
+
 def test_auto_is_bf16_exactly_on_cpus_with_native_bf16(monkeypatch) -> None:
     import napari_madgnet.device as device_mod
 
@@ -149,3 +156,14 @@ def test_patch_trained_models_are_tiled_at_the_measured_multiple_of_their_patch(
     assert result.provenance["resolved"]["tile_size"] == 64
     chosen = InferenceConfig(device="cpu", tile_size=32)  # the user's tile wins
     assert segment(rng_image((100, 90), np.uint8), madgnet, chosen).provenance["resolved"]["tile_size"] == 32
+
+
+def test_madgnet_precision_sets_auto_for_a_machine(monkeypatch) -> None:
+    from napari_madgnet.errors import UserError
+
+    monkeypatch.setenv("MADGNET_PRECISION", "fp32")
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("bf16", CPU) == "bf16"  # an explicit choice wins over the machine's
+    monkeypatch.setenv("MADGNET_PRECISION", "half")
+    with pytest.raises(UserError, match="MADGNET_PRECISION must be one of auto, fp32, bf16"):
+        resolve_precision("auto", CPU)

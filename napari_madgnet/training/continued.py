@@ -30,7 +30,12 @@ from napari_madgnet.training import checkpoint as ckpt
 from napari_madgnet.training.config import TrainConfig
 from napari_madgnet.training.data import DataError, Item, check_labels, split_items
 from napari_madgnet.training.engine import TrainData, TrainResult, check_writable, iter_train
-from napari_madgnet.training.finetune import data_from_arrays, data_progress, plan_output, register_output
+from napari_madgnet.training.finetune import (
+    data_from_arrays,
+    data_progress,
+    list_result,
+    plan_output,
+)
 from napari_madgnet.training.targets import labels_to_masks
 
 
@@ -240,11 +245,7 @@ def iter_continue_finetune(
         "optimizer_state": "restored" if restored else "fresh",
         "detail": how,
     }
-    result.model_name = plan.model_path.stem
-    if register and result.model_path is not None:
-        result.model_name, warning = register_output(plan)
-        if warning:
-            result.warnings.append(warning)
+    list_result(result, plan, register)
     return result
 
 

@@ -580,7 +580,6 @@ def _train(
     result = yield from iter_train(
         cfg, data, out_dir=plan.run_dir, cancel=cancel, model_path=plan.model_path, resume=resume
     )
-    result.model_name = plan.model_path.stem
     saved = result.model_path if result.save_error is None else None
     update_run_file(
         plan.run_dir,
@@ -590,6 +589,15 @@ def _train(
         model_sha256=sha256_file(saved) if saved is not None else None,
         save_error=result.save_error,
     )
+    list_result(result, plan, register)
+    finish_result(result, data, keep_run)
+    return result
+
+
+def list_result(result: TrainResult, plan: OutputPlan, register: bool) -> None:
+    """Name ``result``'s model after ``plan`` and, with ``register``, list it (``register_output``);
+    a model saved elsewhere after a failed save (``result.save_error``) is not listed, and says so."""
+    result.model_name = plan.model_path.stem
     if result.save_error is not None:
         if register:
             result.warnings.append(f"The model was not listed as '{plan.name}' (it is not where it belongs).")
@@ -597,8 +605,6 @@ def _train(
         result.model_name, warning = register_output(plan)
         if warning:
             result.warnings.append(warning)
-    finish_result(result, data, keep_run)
-    return result
 
 
 def finish_result(result: TrainResult, data: TrainData, keep_run: str = "none") -> TrainResult:
